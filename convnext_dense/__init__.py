@@ -1,0 +1,11 @@
+"""convnext_dense: ConvNeXt backbones for mmdet 3.x and mmsegmentation 1.x.
+
+Importing the package registers everything under the ``convnext_dense``
+registry scope; configs load it with
+``custom_imports=dict(imports=['convnext_dense'], allow_failed_imports=False)``.
+"""
+from . import models  # noqa: F401  (registers ConvNeXt)
+from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+
+__version__ = '0.1.0'
+__all__ = ['MODELS', 'OPTIM_WRAPPER_CONSTRUCTORS', '__version__']

@@ -1,0 +1,30 @@
+"""The one registry scope of convnext_dense.
+
+Each registry is a child of mmengine's root registry of the same kind, so that
+mmdet and mmseg configs alike can say ``type='convnext_dense.ConvNeXt'``: the
+``convnext_dense.`` prefix makes mmengine look the name up in this scope,
+whichever downstream registry (mmdet's or mmseg's) does the building.
+"""
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import \
+    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import Registry
+
+SCOPE = 'convnext_dense'
+
+MODELS = Registry(
+    'model',
+    parent=MMENGINE_MODELS,
+    scope=SCOPE,
+    locations=['convnext_dense.models'])
+
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor',
+    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+    scope=SCOPE,
+    locations=['convnext_dense.engine'])
+
+HOOKS = Registry(
+    'hook', parent=MMENGINE_HOOKS, scope=SCOPE,
+    locations=['convnext_dense.engine'])
