@@ -5,6 +5,7 @@ registry scope; configs load it with
 ``custom_imports=dict(imports=['convnext_dense'], allow_failed_imports=False)``.
 """
 from . import models  # noqa: F401  (registers ConvNeXt)
+from . import engine  # noqa: F401
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
 __version__ = '0.1.0'

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 from collections.abc import Mapping
 
 import torch
@@ -108,6 +109,22 @@ def _reshape_grn(key: str, value: torch.Tensor, to_1d: bool) -> torch.Tensor:
     return value
 
 
+_POINTWISE = re.compile(r'stages\.\d+\.\d+\.pwconv[12]\.weight$')
+
+
+def _official_shape(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Give a mapped tensor the shape the official layout stores.
+
+    GRN parameters become (1, 1, 1, C). Pointwise layers stored as 1x1
+    convolutions (timm's ``conv_mlp`` variants such as convnextv2_atto..nano,
+    mmpretrain with ``linear_pw_conv=False``) hold (C_out, C_in, 1, 1)
+    weights; the official Linear layers hold (C_out, C_in).
+    """
+    if _POINTWISE.match(name) and value.ndim == 4:
+        return value.reshape(value.shape[0], value.shape[1])
+    return _reshape_grn(name, value, to_1d=False)
+
+
 def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     """Name the key schema of a flat state dict (no 'backbone.' stripping).
 
@@ -163,16 +180,16 @@ def to_official(state_dict: Mapping[str, torch.Tensor],
                 groups = {k: v for k, v in match.groupdict().items()
                           if k != 'm'}
                 name = _fill(off, groups)
-                out[name] = _reshape_grn(name, value, to_1d=False)
+                out[name] = _official_shape(name, value)
                 break
         else:
             unknown.append(key)
     if (fmt == 'mmpretrain' and 'head.weight' in out
             and 'norm0.weight' not in out):
         # a classifier: its backbone.norm3 is the final norm before the head
-        for p in ('weight', 'bias'):
-            if f'norm3.{p}' in out:
-                out[f'norm.{p}'] = out.pop(f'norm3.{p}')
+        # (renamed in place, so the key order survives a round trip)
+        out = {('norm.' + k[len('norm3.'):] if k.startswith('norm3.') else k):
+               v for k, v in out.items()}
     return out, unknown
 
 
@@ -185,21 +202,29 @@ def from_official(state_dict: Mapping[str, torch.Tensor], fmt: str,
 
     Raises:
         KeyError: if a key has no spelling in the target schema.
+        ValueError: if two keys would get the same spelling (mmpretrain
+            stores a classifier's ``norm`` and a dense model's ``norm3``
+            under one name).
     """
     if fmt not in SCHEMAS:
         raise ValueError(f'unknown checkpoint format {fmt!r}; '
                          f'choose one of {FORMATS}')
     if fmt == 'official':
         return dict(state_dict)
-    out = {}
+    out, source = {}, {}
     for key, value in state_dict.items():
         for off_re, _, _, foreign in _COMPILED[fmt]:
             match = off_re.match(key)
             if match:
                 groups = dict(match.groupdict(),
                               m='convnextv2' if v2 else 'convnext')
-                out[_fill(foreign, groups)] = _reshape_grn(
-                    key, value, to_1d=_GRN_IS_1D[fmt])
+                name = _fill(foreign, groups)
+                if name in out:
+                    raise ValueError(
+                        f'{source[name]!r} and {key!r} would both be '
+                        f'written as {name!r} in the {fmt} schema')
+                out[name] = _reshape_grn(key, value, to_1d=_GRN_IS_1D[fmt])
+                source[name] = key
                 break
         else:
             raise KeyError(f'{key!r} has no {fmt} spelling')
@@ -315,3 +340,90 @@ def load_backbone_checkpoint(model: torch.nn.Module,
         logger='current',
         level=logging.WARNING if required_missing else logging.INFO)
     return report
+
+
+# how each ecosystem stores a state dict on disk: under this key, or flat
+_WRAPPER_KEY = {'official': 'model', 'timm': None, 'mmpretrain': 'state_dict',
+                'huggingface': None}
+
+
+def _save_atomically(state_dict: dict, dst: str, wrapper: str | None) -> None:
+    """Write to a hidden file next to ``dst``, then rename it over ``dst``.
+
+    A crash or a full disk leaves ``dst`` untouched instead of truncated.
+    ``.safetensors`` files are always flat (the format has no nesting).
+    """
+    directory, base = os.path.split(os.path.abspath(dst))
+    tmp = os.path.join(directory, f'.{base}.{uuid.uuid4().hex}.tmp')
+    try:
+        # 'xb': never clobber; the umask sets the permissions as for dst
+        with open(tmp, 'xb') as file:
+            if dst.endswith('.safetensors'):
+                from safetensors.torch import save
+                file.write(save({k: v.contiguous()
+                                 for k, v in state_dict.items()}))
+            else:
+                torch.save({wrapper: state_dict} if wrapper else state_dict,
+                           file)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def convert_checkpoint(src: str | os.PathLike,
+                       dst: str | os.PathLike,
+                       fmt: str = 'official',
+                       v2: bool | None = None,
+                       force: bool = False) -> dict:
+    """Rewrite a ConvNeXt checkpoint of any supported schema as ``fmt``.
+
+    Only the backbone (and a classifier's final norm and head) is kept: a
+    detector's neck and heads are dropped and counted in the summary. The
+    output is wrapped as its ecosystem expects: ``{'model': sd}`` for the
+    official layout, ``{'state_dict': sd}`` for mmpretrain, flat for timm
+    and Hugging Face; a ``.safetensors`` destination is always flat.
+
+    Args:
+        src: Checkpoint to read (any format :func:`read_checkpoint` reads).
+        dst: File to write, atomically.
+        fmt: Target schema, one of ``FORMATS``. Defaults to 'official'.
+        v2: Use the ConvNeXt-V2 Hugging Face prefix (``convnextv2``); None
+            infers it from the presence of GRN weights. Defaults to None.
+        force: Overwrite an existing ``dst``. Defaults to False.
+
+    Returns:
+        A summary: src, dst, source and target format, tensors written,
+        and the keys dropped.
+
+    Raises:
+        FileExistsError: if ``dst`` exists and ``force`` is False.
+        ValueError: if ``src`` is unreadable or not ConvNeXt, or holds keys
+            the target schema cannot spell (``norm{i}`` of a dense model has
+            no timm or Hugging Face name).
+    """
+    if fmt not in SCHEMAS:
+        raise ValueError(f'unknown checkpoint format {fmt!r}; '
+                         f'choose one of {FORMATS}')
+    src, dst = os.fspath(src), os.fspath(dst)
+    if os.path.exists(dst) and not force:
+        raise FileExistsError(
+            f'{dst} exists; pass force=True (--force) to overwrite it')
+    raw = read_checkpoint(src)
+    try:
+        src_fmt = detect_format(raw)
+    except ValueError as err:
+        raise ValueError(f'{src}: {err}') from None
+    official, dropped = to_official(raw, src_fmt)
+    if v2 is None:
+        v2 = any('.grn.' in key for key in official)
+    try:
+        converted = from_official(official, fmt, v2=v2)
+    except KeyError as err:
+        raise ValueError(
+            f'{src} ({src_fmt}) cannot be written as {fmt}: {err.args[0]} '
+            '(convert to official or mmpretrain to keep it)') from None
+    _save_atomically(converted, dst, _WRAPPER_KEY[fmt])
+    return dict(src=src, dst=dst, source_format=src_fmt, format=fmt,
+                tensors=len(converted), dropped=dropped)

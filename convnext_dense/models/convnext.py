@@ -245,7 +245,10 @@ class ConvNeXt(BaseModule):
                     nn.Conv2d(self.dims[i - 1], self.dims[i], kernel_size=2,
                               stride=2)))
 
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        # computed on the CPU so the model also builds under
+        # `with torch.device('meta')` (a meta tensor has no values to list)
+        rates = torch.linspace(
+            0, drop_path_rate, sum(self.depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         start = 0
         for depth, dim in zip(self.depths, self.dims):
@@ -353,8 +356,10 @@ class ConvNeXt(BaseModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, C_in, H, W) -> one (N, C_i, H / s_i, W / s_i) map per index.
 
-        The memory format of the input is kept: a channels-last input gives
-        channels-last outputs.
+        A channels-last input stays channels-last throughout: no hidden copy
+        back to NCHW. An NCHW input becomes channels-last at the stem's
+        LayerNorm (its (N, H, W, C) result is permuted back as a view), so
+        the outputs are channels-last in both cases.
         """
         outs = []
         for i in range(4):
