@@ -1,8 +1,10 @@
 from .checkpoint import (FORMATS, from_official, load_backbone_checkpoint,
                          read_checkpoint, to_official)
 from .convnext import ARCH_SETTINGS, ConvNeXt
+from .fast import ChannelsLastHook, compile_backbone, guard_mmcv_ops
 
 __all__ = [
-    'ARCH_SETTINGS', 'ConvNeXt', 'FORMATS', 'from_official',
+    'ARCH_SETTINGS', 'ChannelsLastHook', 'ConvNeXt', 'FORMATS',
+    'compile_backbone', 'from_official', 'guard_mmcv_ops',
     'load_backbone_checkpoint', 'read_checkpoint', 'to_official'
 ]

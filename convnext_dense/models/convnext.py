@@ -137,10 +137,29 @@ class Block(nn.Module):
         if self.grn is not None:
             x = self.grn(x)
         x = self.pwconv2(x)  # (N, H, W, C)
-        if self.gamma is not None:
-            x = x * self.gamma
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W)
-        return shortcut + self.drop_path(x)
+        if self.gamma is None:
+            return shortcut + self.drop_path(x)
+        # layer scale, drop path and residual in one pass over the memory
+        # (addcmul) instead of three; the block is memory-bound outside its
+        # two matmuls
+        scale = self.gamma.view(-1, 1, 1)  # (C, 1, 1)
+        if self.training and isinstance(self.drop_path, DropPath):
+            scale = scale * self._drop_path_mask(x)  # (N, C, 1, 1)
+        return torch.addcmul(shortcut, x, scale)
+
+    def _drop_path_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, 1, 1, 1) mask of ``self.drop_path`` for this batch.
+
+        Drawn exactly as timm's ``DropPath`` draws it (one Bernoulli per
+        sample, divided by the keep probability), so a seeded run drops the
+        same samples as the unfused ``drop_path(x * gamma)``.
+        """
+        keep_prob = 1 - self.drop_path.drop_prob
+        mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep_prob)
+        if keep_prob > 0 and self.drop_path.scale_by_keep:
+            mask.div_(keep_prob)
+        return mask
 
 
 def _resolve_arch(arch: str | dict) -> dict:
@@ -356,11 +375,16 @@ class ConvNeXt(BaseModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, C_in, H, W) -> one (N, C_i, H / s_i, W / s_i) map per index.
 
-        A channels-last input stays channels-last throughout: no hidden copy
-        back to NCHW. An NCHW input becomes channels-last at the stem's
-        LayerNorm (its (N, H, W, C) result is permuted back as a view), so
-        the outputs are channels-last in both cases.
+        The outputs have the input's memory format. Inside, the network runs
+        channels-last either way: an NCHW input becomes channels-last at the
+        stem's LayerNorm, whose (N, H, W, C) result is permuted back as a
+        view. A channels-last input stays so throughout, with no hidden copy
+        back to NCHW; for an NCHW input each output is made contiguous NCHW
+        once, because NCHW callers may read raw memory (mmcv's RoIAlign
+        returns wrong values on a channels-last map).
         """
+        nchw = not (x.is_contiguous(memory_format=torch.channels_last)
+                    and not x.is_contiguous())
         outs = []
         for i in range(4):
             x = self.downsample_layers[i](x)
@@ -370,5 +394,6 @@ class ConvNeXt(BaseModule):
             else:
                 x = self.stages[i](x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                out = getattr(self, f'norm{i}')(x)
+                outs.append(out.contiguous() if nchw else out)
         return tuple(outs)

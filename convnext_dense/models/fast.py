@@ -1,0 +1,273 @@
+"""Fast paths: channels-last memory format, torch.compile of the backbone.
+
+ConvNeXt's 7x7 depthwise convolution runs through cuDNN only in channels-last
+layout, and its channels-first LayerNorms are free permutes there
+(REFERENCE.md §6). This module makes a whole mmdet/mmseg model run
+channels-last, inputs included, and optionally compiles the backbone:
+
+- :func:`convert_to_channels_last` converts the 4-D weights of a model.
+- :func:`channels_last_inputs` makes a data preprocessor emit channels-last
+  batches (mmdet's ``DetDataPreprocessor`` and mmseg's
+  ``SegDataPreprocessor`` stack NCHW tensors).
+- :func:`guard_mmcv_ops` protects mmcv's compiled ops, which read their
+  input as raw contiguous NCHW memory: measured, ``mmcv.ops.roi_align`` on a
+  channels-last map returns wrong values (max abs error 1.3 on unit-normal
+  features) without any error. The guard also upcasts bfloat16 inputs, for
+  which mmcv 2.1 has no kernel ("ROIAlign_forward" not implemented for
+  'BFloat16').
+- :func:`compile_backbone` compiles the backbone in place, keeping its
+  state-dict keys.
+- :class:`ChannelsLastHook` does all of it from a config::
+
+      custom_hooks = [dict(type='convnext_dense.ChannelsLastHook')]
+      # or, compiling the backbone too:
+      custom_hooks = [dict(type='convnext_dense.ChannelsLastHook',
+                           compile=True)]
+
+Mixed precision is set in the optimizer wrapper, not here: fp16 for
+detection, ``optim_wrapper = dict(type='AmpOptimWrapper',
+dtype='float16')``; bfloat16 for segmentation, ``dtype='bfloat16'``. mmcv 2.1
+has no bfloat16 RoIAlign, and mmdet's RoI extractor casts the RoI
+coordinates to the feature dtype before RoIAlign, which in bfloat16 (8-bit
+mantissa) rounds a coordinate above 512 to a multiple of 4 pixels: use fp16
+for detection even though the guard keeps bfloat16 from crashing.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from torch.utils.hooks import RemovableHandle
+
+from convnext_dense.registry import HOOKS
+
+# the handle attribute that marks a module as already hooked, so applying a
+# helper twice (train, then val) registers nothing twice
+_INPUTS_HANDLE = '_convnext_dense_channels_last_inputs'
+_GUARD_HANDLE = '_convnext_dense_mmcv_guard'
+
+
+def to_channels_last(value: Any) -> Any:
+    """Return ``value`` with every 4-D tensor in it made channels-last.
+
+    Lists, tuples and dicts are walked; anything else is returned unchanged.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 4:
+            return value.contiguous(memory_format=torch.channels_last)
+        return value
+    if isinstance(value, dict):
+        return {key: to_channels_last(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_channels_last(item) for item in value)
+    return value
+
+
+def convert_to_channels_last(model: nn.Module,
+                             module_names: Iterable[str] | None = None
+                             ) -> list[str]:
+    """Convert the 4-D weights of a model (or of some children) in place.
+
+    Parameters keep their identity (``Module.to`` swaps ``param.data``), so
+    an optimizer built before the conversion still updates them.
+
+    Args:
+        model: The model, unwrapped from any DDP wrapper.
+        module_names: Names of the children to convert, e.g. ``('backbone',
+            'neck')``; names the model lacks are skipped. Defaults to None:
+            the whole model.
+
+    Returns:
+        The names of the converted children (``['']`` for the whole model).
+    """
+    if module_names is None:
+        model.to(memory_format=torch.channels_last)
+        return ['']
+    converted = []
+    for name in module_names:
+        child = getattr(model, name, None)
+        if isinstance(child, nn.Module):
+            child.to(memory_format=torch.channels_last)
+            converted.append(name)
+    return converted
+
+
+def _inputs_to_channels_last(module: nn.Module, args: tuple,
+                             output: Any) -> Any:
+    # a data preprocessor returns dict(inputs=..., data_samples=...)
+    if isinstance(output, dict) and 'inputs' in output:
+        return {**output, 'inputs': to_channels_last(output['inputs'])}
+    return to_channels_last(output)
+
+
+def channels_last_inputs(data_preprocessor: nn.Module) -> RemovableHandle:
+    """Make a data preprocessor emit channels-last image batches.
+
+    A forward hook converts the ``inputs`` of the preprocessor's output (a
+    tensor or a list of tensors) after normalisation, padding and batch
+    augmentation, so the model sees exactly the NCHW values in another
+    layout. Idempotent: a second call returns the first handle.
+
+    Args:
+        data_preprocessor: The model's ``data_preprocessor``.
+
+    Returns:
+        The hook handle; ``handle.remove()`` undoes it.
+    """
+    handle = getattr(data_preprocessor, _INPUTS_HANDLE, None)
+    if handle is None or handle.id not in data_preprocessor._forward_hooks:
+        handle = data_preprocessor.register_forward_hook(
+            _inputs_to_channels_last)
+        setattr(data_preprocessor, _INPUTS_HANDLE, handle)
+    return handle
+
+
+def _nchw_for_mmcv(module: nn.Module, args: tuple) -> tuple:
+    # mmcv kernels index input as contiguous NCHW and have no bf16 kernels
+    def fix(arg: Any) -> Any:
+        if not isinstance(arg, torch.Tensor):
+            return arg
+        if arg.dtype == torch.bfloat16:
+            arg = arg.float()
+        return arg.contiguous()
+
+    return tuple(fix(arg) for arg in args)
+
+
+def guard_mmcv_ops(model: nn.Module) -> int:
+    """Feed every mmcv compiled-op module contiguous, non-bf16 tensors.
+
+    mmcv's ops (RoIAlign, RoIPool, deformable convolutions, ...) read their
+    feature maps as raw NCHW memory without checking strides, so a
+    channels-last map gives silently wrong results. A forward pre-hook on
+    each module of ``mmcv.ops`` makes its tensor arguments contiguous (free
+    when they already are) and upcasts bfloat16 to float32. Idempotent.
+
+    Args:
+        model: Any model; modules outside ``mmcv.ops`` are left alone.
+
+    Returns:
+        The number of mmcv op modules guarded by this call.
+    """
+    guarded = 0
+    for module in model.modules():
+        if not type(module).__module__.startswith('mmcv.ops'):
+            continue
+        handle = getattr(module, _GUARD_HANDLE, None)
+        if handle is not None and handle.id in module._forward_pre_hooks:
+            continue
+        setattr(module, _GUARD_HANDLE,
+                module.register_forward_pre_hook(_nchw_for_mmcv))
+        guarded += 1
+    return guarded
+
+
+def compile_backbone(backbone: nn.Module, **compile_kwargs: Any) -> None:
+    """Compile a backbone's forward in place with ``torch.compile``.
+
+    ``nn.Module.compile`` is used rather than replacing the module by the
+    wrapper ``torch.compile`` returns, so that state-dict keys (checkpoints,
+    the layer-decay constructor's parameter names) keep no ``_orig_mod.``
+    prefix.
+
+    Args:
+        backbone: The module to compile.
+        **compile_kwargs: Passed to ``torch.compile``; ``dynamic`` defaults
+            to True: sizes are symbolic from the first compilation, so
+            multi-scale training does not recompile for each new input size.
+            (With ``dynamic=None``, PyTorch's default, the first graph is
+            specialised to the first size and one recompilation makes it
+            dynamic; with ``dynamic=False`` every new size recompiles until
+            dynamo's cache limit, then runs eagerly.) Measured with the
+            'test' arch: one graph served inputs of 64x96, 96x64 and
+            128x128; training mode and a channels-last input each add one
+            graph (dynamo guards on ``self.training`` and on strides). A
+            square first input costs one more compilation: dynamo gives
+            equal sizes one symbol, tying height to width until the first
+            non-square input.
+    """
+    compile_kwargs.setdefault('dynamic', True)
+    backbone.compile(**compile_kwargs)
+
+
+@HOOKS.register_module()
+class ChannelsLastHook(Hook):
+    """Run a model channels-last end to end, optionally compiling the backbone.
+
+    Before training, validation and testing (idempotent across them), the
+    hook converts the model's 4-D weights to channels-last, makes the data
+    preprocessor's batches channels-last, guards mmcv's compiled ops (see
+    :func:`guard_mmcv_ops`) and, with ``compile``, compiles the backbone.
+    The model's parameters keep their identity, so the optimizer built
+    before the hook runs still updates them. Under DDP, which the runner
+    builds before any hook runs, gradients stay correct: the reducer copies
+    a gradient whose strides differ from its bucket view (and may warn so),
+    and adopts the new strides when it rebuilds its buckets after the first
+    iteration (not with ``find_unused_parameters=True``).
+
+    Args:
+        module_names: Children of the model to convert. Defaults to None:
+            the whole model (backbone, neck, heads: cuDNN's tensor-core
+            convolutions work in channels-last, so under AMP the neck and
+            heads are converted too; mmcv's ops are guarded either way).
+        convert_inputs: Make the data preprocessor's output channels-last.
+            Defaults to True.
+        compile: False, True, or a dict of ``torch.compile`` arguments for
+            the backbone (see :func:`compile_backbone`; ``dynamic`` defaults
+            to True). Defaults to False.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self,
+                 module_names: Iterable[str] | None = None,
+                 convert_inputs: bool = True,
+                 compile: bool | dict = False) -> None:
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError(
+                f'compile must be a bool or a dict of torch.compile '
+                f'arguments; got {type(compile).__name__}')
+        self.module_names = (None if module_names is None else
+                             tuple(module_names))
+        self.convert_inputs = convert_inputs
+        self.compile_kwargs = (
+            dict(compile) if isinstance(compile, dict) else
+            (dict() if compile else None))
+        self._applied: set[int] = set()
+
+    def apply(self, model: nn.Module) -> None:
+        """Convert, guard and compile ``model`` (unwrapped if wrapped)."""
+        if is_model_wrapper(model):
+            model = model.module
+        if id(model) in self._applied:
+            return
+        converted = convert_to_channels_last(model, self.module_names)
+        if self.convert_inputs and isinstance(
+                getattr(model, 'data_preprocessor', None), nn.Module):
+            channels_last_inputs(model.data_preprocessor)
+        guarded = guard_mmcv_ops(model)
+        compiled = False
+        if self.compile_kwargs is not None:
+            backbone = getattr(model, 'backbone', model)
+            compile_backbone(backbone, **self.compile_kwargs)
+            compiled = True
+        self._applied.add(id(model))
+        print_log(
+            f'ChannelsLastHook: channels-last weights in '
+            f'{converted if converted != [""] else "the whole model"}, '
+            f'channels-last inputs: {self.convert_inputs}, mmcv ops guarded: '
+            f'{guarded}, backbone compiled: {compiled}',
+            logger='current')
+
+    def before_train(self, runner) -> None:
+        self.apply(runner.model)
+
+    def before_val(self, runner) -> None:
+        self.apply(runner.model)
+
+    def before_test(self, runner) -> None:
+        self.apply(runner.model)
