@@ -1,5 +1,26 @@
-"""Training machinery registered under the ``convnext_dense`` scope."""
+"""Training machinery registered under the ``convnext_dense`` scope.
+
+Importing it (``custom_imports=dict(imports=['convnext_dense'])`` does)
+registers the layer-decay constructor and the hooks, the ``atomic_local``
+file backend, and allow-lists the types of mmengine checkpoints for
+``torch.load(weights_only=True)``, so ``--resume`` works on torch >= 2.6.
+"""
+from .atomic_save import AtomicLocalBackend, atomic_write
+from .data_checks import check_dataset_paths, explain_dataset_errors
+from .distributed import setup_cpu_distributed
+from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
+                    NonFiniteLossHook, ResumableRandomnessHook)
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config)
+from .safe_load import allow_mmengine_checkpoint_types
 
-__all__ = ['LayerDecayOptimizerConstructor', 'check_layer_decay_config']
+allow_mmengine_checkpoint_types()
+
+__all__ = [
+    'AtomicCheckpointHook', 'AtomicLocalBackend',
+    'LayerDecayOptimizerConstructor',
+    'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
+    'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
+    'check_layer_decay_config', 'explain_dataset_errors',
+    'setup_cpu_distributed'
+]

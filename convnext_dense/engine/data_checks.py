@@ -1,0 +1,151 @@
+"""Clear errors for missing or empty data, before and during training.
+
+mmdet and mmengine already name the file for a missing annotation file or
+image and for an image OpenCV cannot decode. Two cases they do not explain:
+
+- a wrong ``data_root``: the error is a ``FileNotFoundError`` for the
+  annotation file under it, which does not say which setting to fix;
+  :func:`check_dataset_paths` checks every path of the datasets a run will
+  build, before anything is built or written, and names the config key;
+- an empty dataset (no images, or every image filtered out): mmengine fails
+  with "ValueError: need at least one array to concatenate";
+  :func:`explain_dataset_errors` turns that into a message naming the
+  annotation file and the filter.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import os.path as osp
+import traceback
+from typing import Iterator, Sequence
+
+from mmengine.config import Config
+from mmengine.dataset import BaseDataset
+
+# the message of np.concatenate([]) in BaseDataset._serialize_data
+EMPTY_CONCAT = 'need at least one array to concatenate'
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in path
+
+
+def _dataset_cfgs(dataset: dict, where: str) -> Iterator[tuple[str, dict]]:
+    """The leaf dataset configs under dataset wrappers (Repeat, Concat ...).
+    """
+    if 'dataset' in dataset:
+        yield from _dataset_cfgs(dataset['dataset'], f'{where}.dataset')
+    elif 'datasets' in dataset:
+        for i, sub in enumerate(dataset['datasets']):
+            yield from _dataset_cfgs(sub, f'{where}.datasets[{i}]')
+    else:
+        yield where, dataset
+
+
+def _check_dataset(where: str, dataset: dict) -> None:
+    # the same joins as BaseDataset._join_prefix
+    data_root = dataset.get('data_root') or ''
+    if data_root and not _is_remote(data_root) and not osp.isdir(data_root):
+        raise FileNotFoundError(
+            f"{where}.data_root: directory '{data_root}' does not exist "
+            f'(relative paths start at {os.getcwd()}). Set it with '
+            f'--cfg-options {where}.data_root=PATH')
+
+    def resolve(path: str) -> str:
+        return path if osp.isabs(path) or not data_root else osp.join(
+            data_root, path)
+
+    ann_file = dataset.get('ann_file') or ''
+    if ann_file and not _is_remote(resolve(ann_file)):
+        if not osp.isfile(resolve(ann_file)):
+            raise FileNotFoundError(
+                f"{where}.ann_file: '{resolve(ann_file)}' does not exist")
+    for key, prefix in (dataset.get('data_prefix') or {}).items():
+        if isinstance(prefix, str) and prefix and not _is_remote(
+                resolve(prefix)) and not osp.isdir(resolve(prefix)):
+            raise FileNotFoundError(
+                f"{where}.data_prefix.{key}: directory '{resolve(prefix)}' "
+                'does not exist')
+
+
+def check_dataset_paths(cfg: Config,
+                        splits: Sequence[str] = ('train', 'val')) -> None:
+    """Checks that the data directories and files a run needs exist.
+
+    For each ``{split}_dataloader`` (and the ``ann_file`` of each
+    ``{split}_evaluator``, which COCO metrics read) it checks ``data_root``,
+    ``ann_file`` and every ``data_prefix`` entry, joined with ``data_root``
+    as mmengine's ``BaseDataset`` joins them. Remote paths (``s3://`` ...)
+    are not checked. It reads no file, so it costs nothing on large sets.
+
+    Args:
+        cfg (Config): The config, after ``--cfg-options``.
+        splits (Sequence[str]): Which splits the run builds. Defaults to
+            ('train', 'val'); a test run passes ('test', ).
+
+    Raises:
+        FileNotFoundError: Naming the config key and the missing path.
+    """
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and loader.get('dataset'):
+            for where, dataset in _dataset_cfgs(loader['dataset'],
+                                                f'{split}_dataloader.dataset'):
+                _check_dataset(where, dataset)
+        evaluator = cfg.get(f'{split}_evaluator')
+        evaluators = evaluator if isinstance(evaluator, (list, tuple)) else [
+            evaluator
+        ]
+        for i, metric in enumerate(evaluators):
+            ann_file = (metric or {}).get('ann_file')
+            if ann_file and not _is_remote(ann_file) and not osp.isfile(
+                    ann_file):
+                key = f'{split}_evaluator' + (
+                    f'[{i}]' if len(evaluators) > 1 else '')
+                raise FileNotFoundError(
+                    f"{key}.ann_file: '{ann_file}' does not exist")
+
+
+def _dataset_being_built(tb) -> BaseDataset | None:
+    """The dataset whose ``_serialize_data`` raised, from the traceback."""
+    for frame, _ in traceback.walk_tb(tb):
+        candidate = frame.f_locals.get('self')
+        if (frame.f_code.co_name == '_serialize_data'
+                and isinstance(candidate, BaseDataset)):
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def explain_dataset_errors() -> Iterator[None]:
+    """Re-raises mmengine's error for an empty dataset with an explanation.
+
+    Use it around building or running the Runner (datasets are built in
+    ``Runner.train()``)::
+
+        with explain_dataset_errors():
+            runner.train()
+
+    Every other exception passes through unchanged.
+
+    Raises:
+        ValueError: Naming the dataset class, its annotation file, its
+            ``filter_cfg`` and classes, when a dataset ended up with no
+            samples.
+    """
+    try:
+        yield
+    except ValueError as err:
+        dataset = _dataset_being_built(err.__traceback__)
+        if EMPTY_CONCAT not in str(err) or dataset is None:
+            raise
+        classes = tuple(dataset.metainfo.get('classes') or ())
+        if len(classes) > 5:
+            classes = f'{len(classes)} classes: {", ".join(classes[:5])}, ...'
+        raise ValueError(
+            f'{type(dataset).__name__} from {dataset.ann_file!r} is empty: '
+            'no sample is left after loading and filtering (filter_cfg='
+            f'{dataset.filter_cfg}). Check that the annotation file lists '
+            'images, and annotations of the classes in metainfo '
+            f'({classes}).') from err

@@ -1,0 +1,294 @@
+"""Hooks that keep long training runs recoverable.
+
+- :class:`AtomicCheckpointHook`: mmengine's ``CheckpointHook`` whose files,
+  ``last_checkpoint`` pointer and pruning of old checkpoints are ordered so
+  that a kill at any moment leaves a resumable work directory.
+- :class:`NonFiniteLossHook`: stops training at the first NaN/inf loss,
+  naming the iteration and every loss term, before the poisoned weights can
+  be written to a checkpoint.
+- :class:`ResumableRandomnessHook`: reseeds the random number generators
+  from (seed, epoch) and (seed, iteration), so that a resumed run draws the
+  same random numbers (drop path, RoI sampling, flips) as an uninterrupted
+  one.
+
+Both are registered in the ``convnext_dense`` scope; configs select them
+through ``configs/_base_/reliability.py``.
+"""
+from __future__ import annotations
+
+import math
+import os.path as osp
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_reduce, get_rank, get_world_size, \
+    is_main_process
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
+
+from ..registry import HOOKS
+from .atomic_save import atomic_write, remove_partial_files
+from .safe_load import allow_mmengine_checkpoint_types
+
+DATA_BATCH = Optional[dict]
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` that never leaves a half-written resume point.
+
+    It differs from mmengine's hook in three ways; everything else (its
+    arguments, file names, best-checkpoint logic) is inherited:
+
+    1. Checkpoint files are written through the ``atomic_local`` file
+       backend (temporary file, fsync, rename) unless ``backend_args`` or an
+       ``out_dir`` with a URI prefix (``s3://`` ...) chooses another one.
+    2. ``work_dir/last_checkpoint``, the file ``--resume`` reads, is replaced
+       atomically and only after the checkpoint it names is complete.
+    3. With ``max_keep_ckpts``, outdated checkpoints are deleted only after
+       the new checkpoint and the pointer are in place; mmengine deletes
+       them first, so a crash during the save could leave ``last_checkpoint``
+       naming a file that no longer exists.
+
+    It also refuses to resume from a checkpoint of another model: mmengine
+    loads mismatching weights with a warning only and then fails on the
+    optimizer state ("loaded state dict contains a parameter group that
+    doesn't match the size of optimizer's group"). ``load_from`` without
+    ``resume`` (fine-tuning, where a different head is normal) is not
+    checked.
+
+    Leftover ``.*.partial`` files of interrupted writes are deleted when
+    training starts. Building the hook also allow-lists the types of
+    mmengine checkpoints (``allow_mmengine_checkpoint_types``), so that the
+    checkpoints it writes can be resumed from under ``weights_only=True``.
+
+    Args:
+        backend_args (dict, optional): As in ``CheckpointHook``. Defaults to
+            None: ``dict(backend='atomic_local')`` for local directories.
+        **kwargs: The other arguments of ``CheckpointHook``.
+    """
+
+    def __init__(self, backend_args: Optional[dict] = None, **kwargs) -> None:
+        out_dir = kwargs.get('out_dir')
+        local = out_dir is None or '://' not in str(out_dir)
+        if (backend_args is None and kwargs.get('file_client_args') is None
+                and local):
+            backend_args = dict(backend='atomic_local')
+        super().__init__(backend_args=backend_args, **kwargs)
+        allow_mmengine_checkpoint_types()
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not is_main_process():
+            return
+        for dirname in {self.out_dir, runner.work_dir}:
+            if osp.isdir(dirname):
+                for path in remove_partial_files(dirname):
+                    print_log(
+                        f'Removed {path}, left by an interrupted save.',
+                        logger='current')
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # called before the weights are copied into the model
+        if not runner.cfg.get('resume'):
+            return
+        model = getattr(runner.model, 'module', runner.model)
+        ours = model.state_dict()
+        theirs = checkpoint.get('state_dict', {})
+        missing = [key for key in ours if key not in theirs]
+        unexpected = [key for key in theirs if key not in ours]
+        shapes = [
+            f'{key}: {tuple(theirs[key].shape)} in the checkpoint, '
+            f'{tuple(ours[key].shape)} in the model' for key in ours
+            if key in theirs and hasattr(theirs[key], 'shape')
+            and theirs[key].shape != ours[key].shape
+        ]
+        if not (missing or unexpected or shapes):
+            return
+        path = runner.cfg.get('load_from') or find_latest_checkpoint(
+            runner.work_dir)
+        problems = [
+            f'{len(items)} {what} (first: {items[0]})'
+            for what, items in (('keys missing', missing),
+                                ('unexpected keys', unexpected),
+                                ('shape mismatches', shapes)) if items
+        ]
+        raise ValueError(
+            f'cannot resume from {path}: it holds another model than the '
+            f'config builds: {"; ".join(problems)}. Resume with the config '
+            'the checkpoint was trained with; to start a new training from '
+            'its weights, use load_from without resume.')
+
+    def _save_checkpoint_with_step(self, runner, step: int,
+                                   meta: dict) -> None:
+        # the same bookkeeping as CheckpointHook, but outdated files are only
+        # collected here and deleted at the end
+        outdated = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and
+                                            self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                # keep_ckpt_ids is a deque of maxlen max_keep_ckpts: the
+                # append below drops its oldest entry
+                outdated.append(self.keep_ckpt_ids[0])
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids',
+                                           list(self.keep_ckpt_ids))
+
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir,
+                                                     ckpt_filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir,
+            ckpt_filename,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args)
+
+        # sharded (model-parallel) saves gather on every rank; only rank 0
+        # owns the pointer and the pruning
+        if not is_main_process():
+            return
+        atomic_write(
+            str(self.last_ckpt).encode('utf-8'),
+            osp.join(runner.work_dir, 'last_checkpoint'))
+        for old_step in outdated:
+            path = self.file_backend.join_path(
+                self.out_dir, self.filename_tmpl.format(old_step))
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):
+                # checkpoints saved by deepspeed are directories
+                self.file_backend.rmtree(path)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised by :class:`NonFiniteLossHook`."""
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stops training when the total loss or any loss term is NaN or inf.
+
+    The check runs in ``after_train_iter`` at ``VERY_HIGH`` priority, before
+    the ``CheckpointHook`` (``VERY_LOW``) of the same iteration and before any
+    later epoch-end save, so the weights that the non-finite gradients have
+    already updated are never written to a checkpoint: the last checkpoint on
+    disk stays the last good one.
+
+    The error names the iteration as mmengine's log does (1-based), the
+    epoch, every loss term with its value, and the last checkpoint.
+
+    In distributed training the ranks agree through an all-reduce of one
+    flag, so all of them stop in the same iteration instead of the healthy
+    ones waiting forever in the next gradient all-reduce.
+
+    Args:
+        loss_key (str): Outputs whose name contains this are losses, the same
+            rule ``BaseModel.parse_losses`` uses to sum them. Defaults to
+            'loss'.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, loss_key: str = 'loss') -> None:
+        self.loss_key = loss_key
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: DATA_BATCH = None,
+                         outputs: Optional[dict] = None) -> None:
+        losses = {
+            name: float(value.detach().float().mean()) if isinstance(
+                value, torch.Tensor) else float(value)
+            for name, value in (outputs or {}).items()
+            if self.loss_key in name
+        }
+        bad = [name for name, value in losses.items()
+               if not math.isfinite(value)]
+
+        ranks_bad = 1 if bad else 0
+        if get_world_size() > 1:
+            flag = torch.tensor([ranks_bad], dtype=torch.int64)
+            all_reduce(flag)
+            ranks_bad = int(flag.item())
+        if not ranks_bad:
+            return
+
+        terms = ', '.join(f'{name}={value:.6g}'
+                          for name, value in losses.items())
+        where = (f'iteration {runner.iter + 1} (epoch {runner.epoch + 1}, '
+                 f'batch {batch_idx + 1})')
+        last = runner.message_hub.get_info('last_ckpt')
+        resume_hint = (f'The last checkpoint, {last}, was written before '
+                       'this iteration.' if last else
+                       'No checkpoint had been written yet.')
+        if bad:
+            message = (f'Non-finite loss at {where} on rank {get_rank()}: '
+                       f'{terms}. Non-finite: {", ".join(bad)}.')
+        else:
+            message = (f'Non-finite loss on {ranks_bad} other rank(s) at '
+                       f'{where}; this rank (rank {get_rank()}) had {terms}.')
+        raise NonFiniteLossError(
+            f'{message} Training stopped before saving this state. '
+            f'{resume_hint} Lower the learning rate, enable gradient '
+            'clipping, or check the data of this batch.')
+
+
+@HOOKS.register_module()
+class ResumableRandomnessHook(Hook):
+    """Reseeds python's, numpy's and torch's generators at every step.
+
+    mmengine seeds the generators once, when the Runner is built, and does
+    not store their states in checkpoints. A resumed run therefore draws
+    different random numbers than the uninterrupted run did from that point
+    on: other drop-path masks, other sampled RoIs, other flips. This hook
+    makes the random numbers a function of the position in training instead
+    of the history:
+
+    - before each training epoch, from ``(seed, 0, epoch)``: the first batch
+      of an epoch is loaded (and, with ``num_workers=0``, augmented) in the
+      same state in both runs;
+    - before each training iteration, from ``(seed, 1, iteration)``: the
+      forward and backward pass draw the same numbers.
+
+    Seeds are derived with ``numpy.random.SeedSequence``, so they are
+    unrelated to the ``seed + epoch`` that mmengine's ``DefaultSampler``
+    shuffles with. ``runner.seed`` already includes the rank when
+    ``randomness.diff_rank_seed`` is set, so ranks differ exactly when they
+    would without this hook.
+
+    What it cannot reach: dataloader worker processes. With
+    ``num_workers > 0`` mmengine's ``worker_init_fn`` reseeds each worker when
+    it starts, so non-persistent workers (started every epoch) and the
+    iteration loop (which replays the dataloader up to the resumed
+    iteration) are reproducible, but ``persistent_workers=True`` in an
+    epoch-based loop is not: after a resume the workers start over.
+    """
+
+    priority = 'VERY_HIGH'
+
+    @staticmethod
+    def _reseed(seed: int, kind: int, step: int) -> None:
+        # two 32-bit words: numpy takes one, torch 64 bits
+        words = np.random.SeedSequence([seed, kind, step]).generate_state(2)
+        random.seed(int(words[0]))
+        np.random.seed(int(words[0]))
+        torch.manual_seed((int(words[1]) << 32) | int(words[0]))
+
+    def before_train_epoch(self, runner) -> None:
+        self._reseed(runner.seed, 0, runner.epoch)
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: DATA_BATCH = None) -> None:
+        self._reseed(runner.seed, 1, runner.iter)
