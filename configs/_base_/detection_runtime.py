@@ -1,0 +1,5 @@
+# mmdet's default runtime (logging, visualizer, checkpoint every epoch) with
+# this package's recoverable-training hooks (reliability.py).
+_base_ = ['mmdet::_base_/default_runtime.py', './reliability.py']
+
+default_hooks = dict(checkpoint=dict(type=_base_.atomic_checkpoint_hook))

@@ -1,0 +1,20 @@
+# UperNet + ConvNeXt-B (ImageNet-1K pretrained) on ADE20K, 512x512 crops,
+# 160k iterations x 16 images. Paper (REFERENCE.md §5): 49.1 mIoU
+# single-scale, 49.9 multi-scale + flip.
+_base_ = ['./_base_/upernet_convnext_ade20k_512.py']
+
+# non-EMA ImageNet-1K weights:
+# https://dl.fbaipublicfiles.com/convnext/convnext_base_1k_224.pth
+checkpoint = 'checkpoints/convnext_base_1k_224.pth'
+
+model = dict(
+    backbone=dict(
+        arch='base',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),  # base dims
+    auxiliary_head=dict(in_channels=512))  # stage 2 (in_index=2)
+
+optim_wrapper = dict(
+    # N = 3 + ceil(stage-2 depth / 3) = 3 + ceil(27 / 3)
+    paramwise_cfg=dict(num_layers=12))

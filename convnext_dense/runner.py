@@ -1,0 +1,150 @@
+"""Helpers shared by tools/train.py, tools/test.py and the demo.
+
+They work for detection and segmentation configs alike: the config's
+``default_scope`` (set by its ``mmdet::`` or ``mmseg::`` bases) tells the
+Runner which registries to use, and the few places where mmdet and mmseg
+differ (where painted test images go, how predictions are dumped) branch on
+it here, once.
+"""
+from __future__ import annotations
+
+import os.path as osp
+
+from mmengine.config import Config, ConfigDict
+from mmengine.runner import Runner
+
+
+def load_config(path: str,
+                cfg_options: dict | None = None,
+                launcher: str = 'none',
+                work_dir: str | None = None) -> Config:
+    """Load a config, merge command-line overrides, and set the work dir.
+
+    Args:
+        path: Config file.
+        cfg_options: ``key=value`` overrides (``DictAction`` output).
+            Defaults to None.
+        launcher: 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
+        work_dir: Work directory; None keeps the config's ``work_dir`` or
+            falls back to ``work_dirs/<config name>``. Defaults to None.
+    """
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs',
+                                osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's ``runner_type`` if it names one, else mmengine's Runner."""
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(cfg: Config):
+    """Check the config, then train it with mmengine's Runner.
+
+    Before anything is built or written to the work dir: decay settings that
+    the optimizer constructor would ignore are refused
+    (:func:`check_layer_decay_config`), every data path is checked and a
+    missing one named with its config key (:func:`check_dataset_paths`),
+    and a ``--launcher pytorch`` run on a machine without CUDA is set up on
+    gloo (:func:`setup_cpu_distributed`). An empty dataset is explained
+    rather than reported as a failed concatenation.
+
+    Returns:
+        The trained model (``Runner.train``'s return value).
+    """
+    from convnext_dense.engine import (check_dataset_paths,
+                                       check_layer_decay_config,
+                                       explain_dataset_errors,
+                                       setup_cpu_distributed)
+    check_layer_decay_config(cfg)
+    splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
+    check_dataset_paths(cfg, splits)
+    setup_cpu_distributed(cfg)
+    with explain_dataset_errors():
+        return build_runner(cfg).train()
+
+
+def _scope(cfg: Config) -> str:
+    return cfg.get('default_scope') or 'mmengine'
+
+
+def enable_visualization(cfg: Config,
+                         show_dir: str | None = None,
+                         show: bool = False,
+                         wait_time: float = 2.) -> None:
+    """Make the test loop paint its predictions.
+
+    mmdet's ``DetVisualizationHook`` writes painted images to its
+    ``test_out_dir``; mmseg's ``SegVisualizationHook`` has no such option,
+    so there the visualizer's ``save_dir`` moves instead (the images land in
+    its ``vis_data/vis_image``). Either way a relative ``show_dir`` is taken
+    relative to the current directory (mmdet's own tool would put it under
+    ``work_dir/<timestamp>``).
+
+    Args:
+        cfg: Config to edit in place.
+        show_dir: Directory for the painted images. Defaults to None.
+        show: Also open a window per image. Defaults to False.
+        wait_time: Seconds each window stays open. Defaults to 2.
+    """
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ValueError(
+            'the config has no default_hooks.visualization to paint '
+            'predictions with; mmdet and mmseg default_runtime bases add one')
+    hook['draw'] = True
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        show_dir = osp.abspath(show_dir)
+        if _scope(cfg) == 'mmdet':
+            hook['test_out_dir'] = show_dir
+        else:
+            cfg.visualizer['save_dir'] = show_dir
+
+
+def enable_tta(cfg: Config) -> None:
+    """Wrap the model in the config's ``tta_model`` and test with its
+    ``tta_pipeline`` (as mmdet's and mmseg's test tools do).
+
+    Raises:
+        ValueError: if the config defines either of them not.
+    """
+    missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+    if missing:
+        raise ValueError(
+            f'--tta needs {" and ".join(missing)} in the config. mmseg '
+            'bases define both; the detection configs define none, as '
+            "mmdet 3.3's DetTTAModel cannot merge masks")
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # wrapped datasets (RepeatDataset, ...)
+        dataset = dataset['dataset']
+    dataset.pipeline = cfg.tta_pipeline
+
+
+def dump_predictions(runner: Runner, out: str) -> None:
+    """Also pickle every test prediction to ``out`` (a .pkl file).
+
+    Detection results go through mmdet's ``DumpDetResults`` (masks as RLE,
+    the format mmdet's offline analysis tools read); anything else through
+    mmengine's ``DumpResults``.
+    """
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must name a .pkl file: {out}')
+    if _scope(runner.cfg) == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as Dump
+    else:
+        from mmengine.evaluator import DumpResults as Dump
+    runner.test_evaluator.metrics.append(Dump(out_file_path=out))

@@ -1,0 +1,130 @@
+"""End-to-end detection runs through the command-line tools.
+
+tools/train.py and tools/test.py run as subprocesses, as a user runs them,
+on a toy COCO set (convnext_dense.datasets.toy_coco) written into a
+temporary working directory, with the CPU demo config: a few training
+iterations, COCO box and mask evaluation, painted predictions and a
+prediction dump. The full demo (learning to a useful AP) is marked slow.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('mmdet')
+
+from convnext_dense.datasets.toy_coco import generate_toy_coco  # noqa: E402
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'cascade_convnext_demo.py')
+
+
+def run_tool(args: list[str], cwd: str, timeout: float = 300
+             ) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
+               os.environ.get('PYTHONPATH', ''))
+    # one thread: on a shared 2-core machine a second intra-op thread
+    # makes these small models many times slower, not faster
+    env.setdefault('OMP_NUM_THREADS', '1')
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def metric(log: str, key: str) -> float:
+    """The last value logged for ``key`` (e.g. 'coco/bbox_mAP')."""
+    values = re.findall(re.escape(key) + r':\s*(-?[\d.]+)', log)
+    assert values, f'{key} not reported:\n{log[-3000:]}'
+    return float(values[-1])
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory) -> dict:
+    """Train the demo config for one short epoch in a scratch directory."""
+    cwd = str(tmp_path_factory.mktemp('det_e2e'))
+    # the demo config reads data/toy_coco relative to the working directory
+    generate_toy_coco(osp.join(cwd, 'data', 'toy_coco'), num_train=8,
+                      num_val=3, image_size=96)
+    work_dir = osp.join(cwd, 'work')
+    result = run_tool([
+        osp.join(REPO, 'tools', 'train.py'), DEMO_CONFIG,
+        '--work-dir', work_dir, '--cfg-options', 'train_cfg.max_epochs=1',
+        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1'
+    ], cwd)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return dict(cwd=cwd, work_dir=work_dir,
+                log=result.stdout + result.stderr)
+
+
+def test_train_logs_losses_and_coco_ap(trained):
+    log = trained['log']
+    # 8 images at batch 2: four iterations, each logged
+    assert re.search(r'Epoch\(train\) \[1\]\[4/4\]', log), log[-3000:]
+    assert 's2.loss_bbox' in log and 's2.loss_mask' in log
+    # the last epoch is validated with COCO AP
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
+        assert 0 <= metric(log, key) <= 1
+    assert osp.isfile(osp.join(trained['work_dir'], 'epoch_1.pth'))
+
+
+def test_test_tool_evaluates_paints_and_dumps(trained):
+    out = osp.join(trained['cwd'], 'predictions.pkl')
+    vis = osp.join(trained['cwd'], 'vis')
+    result = run_tool([
+        osp.join(REPO, 'tools', 'test.py'), DEMO_CONFIG,
+        osp.join(trained['work_dir'], 'epoch_1.pth'),
+        '--work-dir', osp.join(trained['cwd'], 'test'),
+        '--out', out, '--show-dir', vis
+    ], trained['cwd'])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):
+        assert 0 <= metric(log, key) <= 1
+    with open(out, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 3  # one per val image
+    assert {'bboxes', 'scores', 'labels', 'masks'} <= set(
+        predictions[0]['pred_instances'])
+    painted = sorted(os.listdir(vis))
+    assert len(painted) == 3 and all(p.endswith('.png') for p in painted)
+
+
+def test_missing_pretrained_checkpoint_is_named(tmp_path):
+    """A shipped config without its checkpoint file stops with the path."""
+    # a stand-in COCO under data/coco, where the config looks
+    generate_toy_coco(tmp_path / 'data' / 'coco', num_train=2, num_val=1,
+                      image_size=64)
+    result = run_tool([
+        osp.join(REPO, 'tools', 'train.py'),
+        osp.join(REPO, 'configs', 'cascade_convnext_t.py'),
+        '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+        'model.backbone.arch=test', 'model.neck.in_channels=[16,32,64,128]',
+        # the stand-in's classes, or every training image is filtered out
+        'train_dataloader.dataset.metainfo.classes='
+        '(rectangle,ellipse,triangle)',
+        # no AMP on a CPU; N = 3 + ceil(1 / 3) for the 'test' arch
+        'optim_wrapper.type=OptimWrapper',
+        'optim_wrapper.paramwise_cfg.num_layers=4'
+    ], str(tmp_path))
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith('FileNotFoundError'), result.stderr[-3000:]
+    assert 'checkpoints/convnext_tiny_1k_224.pth' in last_line
+
+
+@pytest.mark.slow
+def test_demo_learns(tmp_path):
+    """The full CPU demo: trains from scratch to a useful box AP."""
+    result = run_tool([osp.join(REPO, 'tools', 'demo.py'), 'det'],
+                      str(tmp_path), timeout=1800)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    assert metric(log, 'coco/bbox_mAP') >= 0.3
+    assert metric(log, 'coco/segm_mAP') >= 0.2
+    painted = os.listdir(tmp_path / 'work_dirs' / 'demo_det' / 'vis')
+    assert len(painted) == 60

@@ -1,0 +1,85 @@
+"""Smoke run of tools/analysis/benchmark.py at tiny sizes.
+
+Every part runs (throughput of the three backbones, the with_cp memory
+subprocesses, the two Cascade Mask R-CNN configs) on the 'test' arch, and
+the markdown page must carry the machine, the command, the absolute numbers
+and ratios that agree with them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os.path as osp
+import re
+import sys
+
+import pytest
+
+pytest.importorskip('mmpretrain')
+pytest.importorskip('mmdet')
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        'benchmark', osp.join(REPO_ROOT, 'tools', 'analysis', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def table(text: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the markdown table under ``## heading``, as dicts."""
+    section = text.split(f'## {heading}\n', 1)[1].split('\n## ', 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith('|')]
+    header = [cell.strip() for cell in lines[0].strip('|').split('|')]
+    return [dict(zip(header, (cell.strip()
+                              for cell in line.strip('|').split('|'))))
+            for line in lines[2:]]
+
+
+def test_quick_smoke_run_writes_the_table(tmp_path) -> None:
+    benchmark = load_benchmark()
+    out = tmp_path / 'benchmarks.md'
+    argv = ['--quick', '--arch', 'test', '--device', 'cpu', '--strict',
+            '--sizes', '1x32x32', '--amp-sizes', '1x32x32',
+            '--mem-size', '1x32x32', '--det-size', '1x64x64',
+            '--det-rois', '8', '--repeats', '1', '--warmup', '0',
+            '--out', str(out)]
+    report = benchmark.main(argv)
+    text = out.read_text()
+
+    assert 'python tools/analysis/benchmark.py ' + ' '.join(argv) in text
+    assert 'torch threads' in text and 'load average' in text
+
+    rows = table(text, 'Backbone throughput (images/s)')
+    # 1 size x (fp32, bf16) x 2 layouts x 2 passes
+    assert len(rows) == len(report['throughput']) == 8
+    assert {r['dtype'] for r in rows} == {'fp32', 'bf16'}
+    assert {r['layout'] for r in rows} == {'NCHW', 'channels-last'}
+    for row in rows:
+        ours, timm, mmp = (float(row[k]) for k in
+                           ('ours', 'timm', 'mmpretrain'))
+        assert min(ours, timm, mmp) > 0
+        # the ratio columns are ours over the other, from the same row
+        assert float(row['ours/timm'].rstrip('x')) == pytest.approx(
+            ours / timm, rel=0.02, abs=0.01)
+        assert float(row['ours/mmpretrain'].rstrip('x')) == pytest.approx(
+            ours / mmp, rel=0.02, abs=0.01)
+
+    (memory, ) = table(text, 'Peak training memory of the backbone (ours)')
+    assert memory['input'] == '1x32x32'
+    assert re.match(r'-?\d+%', memory['reduction'])
+
+    (detector, ) = table(text, 'Cascade Mask R-CNN T: one training iteration')
+    ours_s, mmdet_s = float(detector['ours (s)']), float(detector['mmdet (s)'])
+    assert ours_s > 0 and mmdet_s > 0
+    assert float(detector['ours, channels-last (s)']) > 0
+    assert float(detector['mmdet/ours time'].rstrip('x')) == pytest.approx(
+        mmdet_s / ours_s, rel=0.02, abs=0.01)
+
+    targets = table(text, 'Targets')
+    assert len(targets) == 4
+    assert all(t['met'] in ('yes', 'no') for t in targets)

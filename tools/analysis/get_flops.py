@@ -1,0 +1,75 @@
+"""Parameters and FLOPs (multiply-adds) of configs, against the paper.
+
+    python tools/analysis/get_flops.py [CONFIG ...] [--shape W H]
+        [--out docs/model_analysis.md]
+
+Without CONFIG: every model config in configs/ (Mask R-CNN, Cascade Mask
+R-CNN, UperNet), at the paper's input sizes (1280x800 detection; 2048x512 /
+2560x640 segmentation). Counted with mmengine's counter on the CPU; each
+model is built and run once (about a minute for T, several for XL on two
+cores). "FLOPs" here and in the paper are multiply-adds. The logic and
+the counting conventions live in :mod:`convnext_dense.analysis`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='*',
+                        help='config files (default: all model configs in '
+                        'configs/)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('W', 'H'),
+                        help="input width and height (default: the paper's "
+                        'size for the task)')
+    parser.add_argument('--out', help='write the markdown report here, '
+                        'e.g. docs/model_analysis.md')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list:
+    args = parse_args(argv)
+    from mmengine.logging import print_log
+    from mmengine.utils import ProgressBar
+
+    from convnext_dense.analysis import (analysis_document,
+                                         complexity_table, config_complexity,
+                                         model_configs)
+    configs = args.configs or model_configs(osp.join(REPO, 'configs'))
+    if not configs:
+        sys.exit('error: no configs to count')
+    rows = []
+    bar = ProgressBar(len(configs))
+    for config in configs:
+        name = osp.splitext(osp.basename(config))[0]
+        measured = config_complexity(config, args.shape)
+        rows.append((name, measured))
+        bar.update()
+        print_log(
+            f'\n{name}: {measured.params / 1e6:.1f}M params, '
+            f'{measured.flops / 1e9:.1f} GFLOPs at '
+            f'{measured.input_size[0]}x{measured.input_size[1]}',
+            logger='current')
+    print_log('\n' + complexity_table(rows), logger='current')
+    if args.out:
+        command = 'python tools/analysis/get_flops.py' + ''.join(
+            f' {c}' for c in args.configs) + (
+                f' --shape {args.shape[0]} {args.shape[1]}'
+                if args.shape else '') + f' --out {args.out}'
+        out_dir = osp.dirname(args.out)
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+        with open(args.out, 'w', encoding='utf-8') as f:
+            f.write(analysis_document(rows, command))
+        print_log(f'wrote {args.out}', logger='current')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,62 @@
+"""Paint a model's predictions on an image or a folder of images.
+
+    python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir DIR
+        [--score-thr 0.3] [--opacity 0.5] [--device cpu]
+
+Detection configs paint boxes, masks, class names and scores; segmentation
+configs a colour overlay with class names. The task comes from the config.
+Every input ``INPUT/sub/name.jpg`` becomes ``DIR/sub/name.png`` at its own
+size. CONFIG and CHECKPOINT may both be a training work dir (the config the
+Runner dumped there, the checkpoint ``last_checkpoint`` names), e.g. after
+``python tools/demo.py det``::
+
+    python tools/infer.py work_dirs/demo_det work_dirs/demo_det \\
+        data/toy_coco/val2017 --out-dir work_dirs/demo_det/infer
+
+The logic lives in :mod:`convnext_dense.apis.inference`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file or training work dir')
+    parser.add_argument('checkpoint',
+                        help='checkpoint file or training work dir')
+    parser.add_argument('input', help='image file or folder (recursive)')
+    parser.add_argument('--out-dir', required=True,
+                        help='where the painted PNGs go')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='detection: paint boxes scoring at least this')
+    parser.add_argument('--opacity', type=float, default=0.5,
+                        help='segmentation: weight of the colour overlay')
+    parser.add_argument('--device', default=None,
+                        help="e.g. 'cpu', 'cuda:0' (default: cuda:0 if "
+                        'available, else cpu)')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    args = parse_args(argv)
+    import torch
+
+    from convnext_dense.apis.inference import (CheckpointMismatchError,
+                                               UnreadableImageError,
+                                               run_inference)
+    device = args.device or ('cuda:0' if torch.cuda.is_available() else
+                             'cpu')
+    try:
+        return run_inference(
+            args.config, args.checkpoint, args.input, args.out_dir,
+            device=device, score_thr=args.score_thr, opacity=args.opacity)
+    except (FileNotFoundError, CheckpointMismatchError,
+            UnreadableImageError) as err:
+        # the message says what is wrong; a traceback would bury it
+        sys.exit(f'error: {err}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,67 @@
+"""Evaluate a checkpoint on a config's test set.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
+        [--show-dir DIR] [--show] [--tta] [--cfg-options KEY=VALUE ...]
+        [--launcher {none,pytorch,slurm,mpi}]
+
+Detection configs report COCO box/mask AP (CocoMetric), segmentation
+configs mIoU; multi-GPU: tools/dist_test.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the metrics log goes '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--out', metavar='FILE.pkl',
+                        help='also pickle every prediction to this file')
+    parser.add_argument(
+        '--show-dir', help='save painted predictions here')
+    parser.add_argument('--show', action='store_true',
+                        help='open a window per painted prediction')
+    parser.add_argument('--wait-time', type=float, default=2.,
+                        help='seconds each --show window stays open')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's "
+                        'tta_model and tta_pipeline')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help="override config entries (lists: key='[a,b]')")
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    from convnext_dense.runner import (build_runner, dump_predictions,
+                                       enable_tta, enable_visualization,
+                                       load_config)
+
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+    if args.tta:
+        enable_tta(cfg)
+    runner = build_runner(cfg)
+    if args.out:
+        dump_predictions(runner, args.out)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,70 @@
+"""Train a detector or a segmentor from a config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Detection and segmentation configs alike: their mmdet:: / mmseg:: bases set
+``default_scope`` and their ``custom_imports`` register convnext_dense, so
+this file only parses arguments and hands the config to the Runner.
+Multi-GPU: tools/dist_train.sh; Slurm: tools/slurm_train.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', metavar='CKPT',
+        help='resume from CKPT, or without a value from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='fp16 automatic mixed precision '
+                        '(AmpOptimWrapper)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale lr by total batch size / auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override config entries, e.g. train_cfg.max_epochs=2 '
+        "model.backbone.arch=small (lists: key='[a,b]')")
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from convnext_dense.runner import load_config, train
+
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.'
+                             'base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    train(cfg)
+
+
+if __name__ == '__main__':
+    main()
