@@ -1,0 +1,598 @@
+"""Model analysis: parameters and FLOPs of the configs, training curves.
+
+Complexity is counted by mmengine's counter (:class:`mmengine.analysis.
+FlopAnalyzer`, the fvcore counter ported to mmengine), which traces one
+forward pass with ``torch.jit`` and adds up a per-operator formula. Its
+"flops" are **multiply-adds** (one per MAC of a convolution or linear layer,
+plus a few per element for norms, pooling and upsampling); the paper's
+"FLOPs" are the same multiply-add counts, so the two compare directly.
+
+What the forward pass covers follows the counts the paper reports (mmdet
+2.x's and mmseg 0.x's ``get_flops`` tools on the released configs):
+
+- detection, at 1280x800: backbone, FPN and the RPN head's convolutions on
+  the image; every box head on 1000 proposals and every mask head on the
+  first 100 of them, as mmdet 2.x's ``forward_dummy`` ran them. (mmdet 3.x's
+  ``_forward`` takes however many proposals the RPN keeps, which depends on
+  the weights, and runs the mask heads on all of them: up to 10x the mask
+  cost.)
+- segmentation, at the test scale of the crop size (2048x512 for 512
+  crops, 2560x640 for 640): backbone and UPerHead, without the auxiliary
+  head, which only trains. mmseg's ``EncoderDecoder._forward`` is exactly
+  this.
+
+Parameters are every parameter of the built model (auxiliary head
+included).
+
+A meta-device count (no memory, no compute) does not work with this
+counter: ``torch.jit`` tracing passes symbolic sizes that the meta kernels
+of convolution reject. Models are built and run on the CPU: measured on two
+shared cores, T configs take about a minute each, the largest (UperNet XL
+at 2560x640) 4.5 minutes and about 6 GB; all 16 configs 24 minutes.
+
+Training curves come from the scalars that mmengine's ``LocalVisBackend``
+writes to ``<work_dir>/<timestamp>/vis_data/scalars.json``, one JSON object
+per logged step.
+"""
+from __future__ import annotations
+
+import gc
+import glob
+import json
+import math
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+
+from convnext_dense.models import ConvNeXt
+
+# ---------------------------------------------------------------------------
+# complexity
+# ---------------------------------------------------------------------------
+
+# The paper's input size for detection FLOPs (width, height); REFERENCE.md §4
+DET_INPUT_SIZE = (1280, 800)
+# mmdet 2.x forward_dummy: box heads on 1000 proposals, mask heads on 100
+NUM_PROPOSALS = 1000
+NUM_MASK_ROIS = 100
+
+
+@dataclass(frozen=True)
+class PaperComplexity:
+    """Parameters (millions) and FLOPs (G multiply-adds) the paper reports,
+    and the input size (width, height) of its FLOPs."""
+    params_m: float
+    gflops: float
+    input_size: tuple[int, int]
+
+
+# REFERENCE.md §4 (COCO) and §5 (ADE20K), keyed by config file name, in the
+# order of the generated table. The 1x Mask R-CNN T is the 3x model trained
+# shorter; S and B 1x have no published complexity (None).
+PAPER_COMPLEXITY: dict[str, PaperComplexity | None] = {
+    'mask_rcnn_convnext_t': PaperComplexity(48, 262, DET_INPUT_SIZE),
+    'mask_rcnn_convnext_t_1x': PaperComplexity(48, 262, DET_INPUT_SIZE),
+    'mask_rcnn_convnext_s_1x': None,
+    'mask_rcnn_convnext_b_1x': None,
+    'cascade_convnext_t': PaperComplexity(86, 741, DET_INPUT_SIZE),
+    'cascade_convnext_s': PaperComplexity(108, 827, DET_INPUT_SIZE),
+    'cascade_convnext_b': PaperComplexity(146, 964, DET_INPUT_SIZE),
+    'cascade_convnext_b_in22k': PaperComplexity(146, 964, DET_INPUT_SIZE),
+    'cascade_convnext_l_in22k': PaperComplexity(255, 1354, DET_INPUT_SIZE),
+    'cascade_convnext_xl_in22k': PaperComplexity(407, 1898, DET_INPUT_SIZE),
+    'upernet_convnext_t': PaperComplexity(60, 939, (2048, 512)),
+    'upernet_convnext_s': PaperComplexity(82, 1027, (2048, 512)),
+    'upernet_convnext_b': PaperComplexity(122, 1170, (2048, 512)),
+    'upernet_convnext_b_in22k_640': PaperComplexity(122, 1828, (2560, 640)),
+    'upernet_convnext_l_in22k_640': PaperComplexity(235, 2458, (2560, 640)),
+    'upernet_convnext_xl_in22k_640': PaperComplexity(391, 3335, (2560, 640)),
+}
+
+# ImageNet classification (REFERENCE.md §1; 4.5 G at 224 for T)
+PAPER_CLASSIFIER = {'tiny': PaperComplexity(28.6, 4.5, (224, 224))}
+
+
+@dataclass
+class Complexity:
+    """What the counter measured for one model.
+
+    Args:
+        params: Number of parameters.
+        flops: Multiply-adds of one forward pass (mmengine's "flops").
+        input_size: (width, height) of the input image.
+        by_operator: Multiply-adds per operator kind ('conv', 'linear',
+            'layer_norm', ...).
+    """
+    params: int
+    flops: int
+    input_size: tuple[int, int]
+    by_operator: dict[str, int] = field(default_factory=dict)
+
+
+def count_complexity(model: nn.Module,
+                     inputs: tuple,
+                     input_size: tuple[int, int]) -> Complexity:
+    """Count the parameters of ``model`` and the multiply-adds of
+    ``model(*inputs)`` with mmengine's counter.
+
+    Operators the counter has no formula for (element-wise additions,
+    GELU, RoIAlign, ...) count zero, as in the paper's tools; their warnings
+    are silenced.
+    """
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+
+    model.eval()
+    analyzer = FlopAnalyzer(model, inputs)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    analyzer.tracer_warnings('none')
+    with torch.no_grad():
+        flops = analyzer.total()
+        by_operator = dict(analyzer.by_operator())
+    return Complexity(
+        params=parameter_count(model)[''],
+        flops=int(flops),
+        input_size=tuple(input_size),
+        by_operator=by_operator)
+
+
+class ConvNeXtClassifier(nn.Module):
+    """ConvNeXt as the paper's ImageNet classifier: the backbone body, global
+    average pooling, a final LayerNorm and a linear head.
+
+    Used to check the counter against the paper's classification numbers;
+    the body is :class:`convnext_dense.models.ConvNeXt` itself, only its
+    dense-task output norms are left out.
+
+    Args:
+        arch: Any arch :class:`ConvNeXt` takes. Defaults to 'tiny'.
+        num_classes: Classifier outputs. Defaults to 1000.
+    """
+
+    def __init__(self, arch: str | dict = 'tiny',
+                 num_classes: int = 1000) -> None:
+        super().__init__()
+        self.backbone = ConvNeXt(arch, out_indices=(3, ))
+        del self.backbone.norm3  # the classifier normalises after pooling
+        dim = self.backbone.dims[-1]
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for downsample, stage in zip(self.backbone.downsample_layers,
+                                     self.backbone.stages):
+            x = stage(downsample(x))
+        x = x.mean(dim=(-2, -1))  # (N, C)
+        return self.head(self.norm(x))  # (N, num_classes)
+
+
+def classifier_complexity(arch: str | dict = 'tiny',
+                          image_size: int = 224) -> Complexity:
+    """Parameters and multiply-adds of the ImageNet classifier of ``arch``
+    at ``image_size`` x ``image_size``."""
+    model = ConvNeXtClassifier(arch)
+    inputs = (torch.zeros(1, 3, image_size, image_size), )
+    return count_complexity(model, inputs, (image_size, image_size))
+
+
+class DetectorFlopsForward(nn.Module):
+    """The part of a two-stage detector whose cost the paper reports.
+
+    Backbone, neck and the RPN head's convolutions run on the image; each
+    box head on ``num_proposals`` fixed RoIs, each mask head on the first
+    ``num_mask_rois`` of them (mmdet 2.x ``forward_dummy``). The RoIs are
+    spread over the image and over box sizes so that every FPN level gets
+    some; their values do not change any count.
+
+    Args:
+        detector: An mmdet two-stage detector (Mask R-CNN, Cascade Mask
+            R-CNN) in eval mode.
+        input_size: (width, height) of the image the RoIs lie in.
+        num_proposals: RoIs through the box heads. Defaults to 1000.
+        num_mask_rois: RoIs through the mask heads. Defaults to 100.
+    """
+
+    def __init__(self,
+                 detector: nn.Module,
+                 input_size: tuple[int, int],
+                 num_proposals: int = NUM_PROPOSALS,
+                 num_mask_rois: int = NUM_MASK_ROIS) -> None:
+        super().__init__()
+        self.detector = detector
+        width, height = input_size
+        # boxes of side 16 .. 512 px, centres on a pseudo-random walk
+        index = torch.arange(num_proposals, dtype=torch.float32)
+        side = 16 * 2**(5 * (index % 11) / 10)  # (num_proposals, )
+        cx = (index * 0.618034 % 1) * width
+        cy = (index * 0.414214 % 1) * height
+        boxes = torch.stack([
+            (cx - side / 2).clamp(0, width - 1),
+            (cy - side / 2).clamp(0, height - 1),
+            (cx + side / 2).clamp(1, width),
+            (cy + side / 2).clamp(1, height)
+        ], dim=1)
+        # (num_proposals, 5): batch index 0, then x1, y1, x2, y2; a plain
+        # attribute, not a buffer, so the trace takes it as a constant
+        self.rois = torch.cat([torch.zeros(num_proposals, 1), boxes], dim=1)
+        self.num_mask_rois = num_mask_rois
+
+    def forward(self, img: torch.Tensor) -> tuple:
+        from mmdet.models.roi_heads import CascadeRoIHead
+
+        detector = self.detector
+        feats = detector.extract_feat(img)
+        outs = [detector.rpn_head(feats)]
+        roi_head = detector.roi_head
+        rois = self.rois.to(img.device)
+        mask_rois = rois[:self.num_mask_rois]
+        if isinstance(roi_head, CascadeRoIHead):
+            # as forward_dummy: every stage on the same RoIs
+            for stage in range(roi_head.num_stages):
+                outs.append(roi_head._bbox_forward(stage, feats, rois))
+            if roi_head.with_mask:
+                for stage in range(roi_head.num_stages):
+                    outs.append(
+                        roi_head._mask_forward(stage, feats, mask_rois))
+        else:
+            outs.append(roi_head._bbox_forward(feats, rois))
+            if roi_head.with_mask:
+                outs.append(roi_head._mask_forward(feats, mask_rois))
+        return tuple(_tensors(outs))
+
+
+class SegmentorFlopsForward(nn.Module):
+    """Backbone and decode head of an mmseg ``EncoderDecoder`` (its
+    ``_forward``): what the paper's segmentation FLOPs cover."""
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.segmentor._forward(img)
+
+
+def _tensors(obj) -> Iterable[torch.Tensor]:
+    """Every tensor in a nest of tuples, lists and dicts (a jit trace must
+    return tensors only)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def load_model_config(config: str | Config) -> Config:
+    """A config file or object as a :class:`Config`."""
+    if isinstance(config, Config):
+        return config
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    return Config.fromfile(config)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """Build ``cfg.model`` in eval mode on the CPU, without loading any
+    pretrained weights, with SyncBN reverted to BN."""
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+
+    from convnext_dense.apis.inference import detect_task
+
+    task = detect_task(cfg)
+    init_default_scope('mmdet' if task == 'det' else 'mmseg')
+    if task == 'det':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    # building does not call init_weights: no pretrained file is read
+    model = MODELS.build(cfg.model)
+    return revert_sync_batchnorm(model).eval()
+
+
+def default_input_size(cfg: Config) -> tuple[int, int]:
+    """The (width, height) the paper counts FLOPs at for this config:
+    1280x800 for detection; the test pipeline's resize scale for
+    segmentation (2048x512 for 512 crops, 2560x640 for 640)."""
+    from convnext_dense.apis.inference import detect_task
+
+    if detect_task(cfg) == 'det':
+        return DET_INPUT_SIZE
+    for transform in cfg.get('test_pipeline', []):
+        if transform.get('type') == 'Resize' and 'scale' in transform:
+            return tuple(transform['scale'])
+    raise ValueError('the config has no Resize(scale=...) in test_pipeline; '
+                     'pass the input size explicitly')
+
+
+def config_complexity(config: str | Config,
+                      input_size: tuple[int, int] | None = None,
+                      num_proposals: int = NUM_PROPOSALS,
+                      num_mask_rois: int = NUM_MASK_ROIS) -> Complexity:
+    """Parameters and multiply-adds of a detection or segmentation config.
+
+    Args:
+        config: Config file or object.
+        input_size: (width, height); None takes :func:`default_input_size`.
+            Defaults to None.
+        num_proposals: Detection: RoIs through each box head. Defaults to
+            1000.
+        num_mask_rois: Detection: RoIs through each mask head. Defaults to
+            100.
+    """
+    from convnext_dense.apis.inference import detect_task
+
+    cfg = load_model_config(config)
+    input_size = tuple(input_size or default_input_size(cfg))
+    model = build_model(cfg)
+    width, height = input_size
+    img = torch.zeros(1, 3, height, width)
+    if detect_task(cfg) == 'det':
+        wrapper = DetectorFlopsForward(model, input_size, num_proposals,
+                                       num_mask_rois)
+    else:
+        wrapper = SegmentorFlopsForward(model)
+    try:
+        return count_complexity(wrapper, (img, ), input_size)
+    finally:
+        del wrapper, model, img
+        gc.collect()
+
+
+def _delta(ours: float, paper: float | None) -> str:
+    if paper is None:
+        return '–'
+    return f'{100 * (ours - paper) / paper:+.1f}%'
+
+
+def model_configs(config_dir: str) -> list[str]:
+    """The model configs of ``config_dir`` (Mask R-CNN, Cascade Mask
+    R-CNN, UperNet; not ``_base_`` or ``demo``), in the order of
+    :data:`PAPER_COMPLEXITY`, any others after them by name."""
+    files = [
+        path for pattern in ('mask_rcnn_convnext_*.py',
+                             'cascade_convnext_*.py', 'upernet_convnext_*.py')
+        for path in glob.glob(osp.join(config_dir, pattern))
+    ]
+    order = {name: i for i, name in enumerate(PAPER_COMPLEXITY)}
+
+    def key(path: str) -> tuple[int, str]:
+        name = osp.splitext(osp.basename(path))[0]
+        return order.get(name, len(order)), name
+
+    return sorted(files, key=key)
+
+
+def complexity_table(rows: Sequence[tuple[str, Complexity]]) -> str:
+    """A markdown table of measured and published complexity.
+
+    Args:
+        rows: (config name, measured complexity) pairs; the paper's numbers
+            come from :data:`PAPER_COMPLEXITY` by name, shown only for a
+            measurement at the paper's input size.
+    """
+    lines = [
+        '| config | input (WxH) | params (M) | paper params (M) | Δ params '
+        '| GFLOPs | paper GFLOPs | Δ FLOPs |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
+    for name, measured in rows:
+        paper = PAPER_COMPLEXITY.get(name)  # None: not published
+        params_m = measured.params / 1e6
+        gflops = measured.flops / 1e9
+        width, height = measured.input_size
+        if paper is not None and tuple(paper.input_size) != (width, height):
+            paper = None  # counted at another size: nothing to compare
+        lines.append(
+            f'| {name} | {width}x{height} | {params_m:.1f} | '
+            f'{paper.params_m if paper else "–"} | '
+            f'{_delta(params_m, paper and paper.params_m)} | '
+            f'{gflops:.0f} | {paper.gflops if paper else "–"} | '
+            f'{_delta(gflops, paper and paper.gflops)} |')
+    return '\n'.join(lines) + '\n'
+
+
+def analysis_document(rows: Sequence[tuple[str, Complexity]],
+                      command: str) -> str:
+    """docs/model_analysis.md: the table and how it was measured."""
+    return f"""# Model complexity: parameters and FLOPs
+
+Generated by `{command}`; do not edit by hand.
+
+- **FLOPs are multiply-adds (MACs)**, as in the paper: mmengine's counter
+  (`mmengine.analysis.FlopAnalyzer`, a port of fvcore's) names them "flops"
+  and counts one per multiply-add of a convolution or linear layer, plus a few
+  per element for norms, pooling and upsampling; element-wise additions,
+  activations and RoIAlign count zero. GFLOPs = 1e9 multiply-adds.
+- Inputs: 1280x800 for detection, the test scale of the crop for
+  segmentation (2048x512 for 512 crops, 2560x640 for 640), one image, as the
+  paper's numbers (REFERENCE.md §4-5).
+- What runs, as the paper's tools counted it (mmdet 2.x / mmseg 0.x
+  `get_flops`): detection = backbone + FPN + RPN head convolutions on the
+  image, each cascade stage's box head on the same {NUM_PROPOSALS} proposals,
+  each mask head on the first {NUM_MASK_ROIS} (mmdet 2.x `forward_dummy`);
+  segmentation = backbone + UPerHead (the auxiliary FCN head only trains).
+- Params: every parameter of the built model, auxiliary head included.
+- Measured on the CPU with random weights (counts do not depend on values).
+  The counter traces with `torch.jit`, which does not work on the meta
+  device, so every model is built and run for real.
+- Mask R-CNN S/B 1x: no published complexity ("–").
+- ConvNeXt-T ImageNet classifier at 224 through the same counter:
+  {_classifier_line()} (paper 28.6M, 4.5G).
+
+{complexity_table(rows)}"""
+
+
+def _classifier_line() -> str:
+    measured = classifier_complexity('tiny', 224)
+    return (f'{measured.params / 1e6:.2f}M params, '
+            f'{measured.flops / 1e9:.2f} GFLOPs')
+
+
+# ---------------------------------------------------------------------------
+# training curves
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Series:
+    """One logged scalar over training.
+
+    Args:
+        steps: The ``step`` of each value: the iteration for training
+            scalars; for validation metrics the epoch (epoch-based loops) or
+            the iteration (iteration-based loops).
+        values: The logged values.
+        unit: 'iteration' or 'epoch': what ``steps`` counts.
+    """
+    steps: list[int]
+    values: list[float]
+    unit: str = 'iteration'
+
+
+def find_scalar_files(path: str) -> list[str]:
+    """The scalars files of a work dir, oldest run first.
+
+    ``path`` may be a scalars file itself (any ``.json`` in mmengine's
+    one-object-per-line format), a run directory (``<work_dir>/<timestamp>``
+    or its ``vis_data``), or a work dir holding several runs (e.g. a
+    training and its resumption), which are all returned in time order.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist or holds no scalars.
+    """
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'no such file or directory: {path}')
+    patterns = ('scalars.json', 'vis_data/scalars.json',
+                '*/vis_data/scalars.json')
+    for pattern in patterns:
+        found = glob.glob(osp.join(path, pattern))
+        if found:
+            # run directories are named by their start time, so the sort
+            # by name is chronological
+            return sorted(found)
+    raise FileNotFoundError(
+        f'no vis_data/scalars.json under {path}: is it the work_dir of an '
+        "mmengine run with LocalVisBackend (mmdet's and mmseg's default)?")
+
+
+def read_scalars(path: str) -> dict[str, Series]:
+    """Every numeric scalar logged in a work dir, one series per key.
+
+    Training lines carry ``iter`` (and ``epoch`` in epoch-based loops) and
+    their ``step`` is the iteration; validation lines carry neither, and
+    their ``step`` is the epoch in epoch-based loops. A key logged in both
+    (``time``, ``data_time``) keeps its name for training and becomes
+    ``val/<key>`` for validation. Lines of later runs (a resumed training)
+    replace those of earlier runs at the same step. The bookkeeping keys
+    ``step``, ``epoch`` and ``iter`` are no series of their own.
+
+    Args:
+        path: See :func:`find_scalar_files`.
+
+    Raises:
+        ValueError: If a line is not a JSON object (naming file and line).
+    """
+    # phase -> key -> step -> value (dicts keep the order of appearance)
+    tables: dict[str, dict[str, dict[int, float]]] = {'train': {}, 'val': {}}
+    epoch_based = False
+    for file in find_scalar_files(path):
+        with open(file, encoding='utf-8') as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(
+                        f'{file}:{number} is not a JSON object: {err}'
+                    ) from err
+                if not isinstance(record, dict) or 'step' not in record:
+                    continue
+                step = int(record['step'])
+                phase = 'train' if 'iter' in record else 'val'
+                epoch_based |= phase == 'train' and 'epoch' in record
+                for key, value in record.items():
+                    if key in ('step', 'epoch', 'iter') or isinstance(
+                            value, bool) or not isinstance(
+                                value, (int, float)):
+                        continue
+                    tables[phase].setdefault(key, {})[step] = float(value)
+    series = {}
+    val_unit = 'epoch' if epoch_based else 'iteration'
+    for phase, unit in (('train', 'iteration'), ('val', val_unit)):
+        for key, values in tables[phase].items():
+            if phase == 'val' and key in tables['train']:
+                key = f'val/{key}'
+            steps = sorted(values)
+            series[key] = Series(steps, [values[s] for s in steps], unit)
+    return series
+
+
+def plot_scalars(series: dict[str, Series],
+                 keys: Sequence[str],
+                 out_file: str,
+                 title: str | None = None) -> str:
+    """Plot the given series, one panel per key, into an image file.
+
+    Uses matplotlib's Agg backend: no display needed.
+
+    Args:
+        series: As :func:`read_scalars` returns.
+        keys: Which series to plot, in panel order.
+        out_file: Image path (PNG, or any format matplotlib infers from
+            the extension).
+        title: Figure title. Defaults to None.
+
+    Returns:
+        ``out_file``.
+
+    Raises:
+        KeyError: If a key was not logged; the message lists those that
+            were.
+    """
+    missing = [key for key in keys if key not in series]
+    if missing:
+        raise KeyError(
+            f'not in the log: {missing}; logged keys: {sorted(series)}')
+    if not keys:
+        raise ValueError('no keys to plot')
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(len(keys), 3)
+    rows = math.ceil(len(keys) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(5 * columns, 3.5 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        data = series[key]
+        marker = 'o' if len(data.steps) <= 30 else None
+        ax.plot(data.steps, data.values, marker=marker, linewidth=1.2)
+        ax.set_title(key)
+        ax.set_xlabel(data.unit)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if key == 'lr' or key.endswith('/lr'):
+            ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2))
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_dir = osp.dirname(out_file)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+    return out_file

@@ -1,0 +1,494 @@
+"""Run a trained detector or segmentor on images and paint its predictions.
+
+The models are built by mmdet's :func:`~mmdet.apis.init_detector` and
+mmseg's :func:`~mmseg.apis.init_model`, run by their ``inference_detector``
+/ ``inference_model``, and painted by their visualizers
+(:class:`~mmdet.visualization.DetLocalVisualizer`: boxes, masks, labels and
+scores; :class:`~mmseg.visualization.SegLocalVisualizer`: a colour overlay
+with class names). What this module adds is what those leave loose:
+
+- the checkpoint is loaded strictly: every missing, unexpected or
+  mis-shaped tensor is reported and nothing runs (mmengine's loader only
+  logs warnings and leaves such weights random);
+- class names and palette come from the checkpoint, else from the config's
+  dataset, and must match the model's number of classes;
+- images are read up front, so an unreadable file is named;
+- a Runner work dir can stand for the config (the copy the Runner dumps
+  there) and for the checkpoint (the one ``last_checkpoint`` names).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import os.path as osp
+import warnings
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+# what mmcv.imread decodes, lower case
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
+                    '.webp')
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's tensors do not fit the model the config builds."""
+
+
+class UnreadableImageError(OSError):
+    """An input file could not be decoded as an image."""
+
+
+# ---------------------------------------------------------------------------
+# config, checkpoint and input resolution
+# ---------------------------------------------------------------------------
+
+def detect_task(cfg: Config) -> str:
+    """'det' for an mmdet config, 'seg' for an mmseg config.
+
+    The config's ``default_scope`` decides (mmdet's and mmseg's runtime
+    bases set it); without one, the registry that knows ``model.type``.
+
+    Raises:
+        ValueError: If neither tells.
+    """
+    scope = cfg.get('default_scope')
+    if scope in ('mmdet', 'mmseg'):
+        return {'mmdet': 'det', 'mmseg': 'seg'}[scope]
+    model_type = cfg.get('model', {}).get('type')
+    if isinstance(model_type, str):
+        prefix = model_type.split('.')[0] if '.' in model_type else None
+        if prefix in ('mmdet', 'mmseg'):
+            return {'mmdet': 'det', 'mmseg': 'seg'}[prefix]
+        from mmdet.registry import MODELS as DET_MODELS
+        from mmdet.utils import register_all_modules as register_det
+        from mmseg.registry import MODELS as SEG_MODELS
+        from mmseg.utils import register_all_modules as register_seg
+        register_det(init_default_scope=False)
+        register_seg(init_default_scope=False)
+        in_det = model_type in DET_MODELS.module_dict
+        in_seg = model_type in SEG_MODELS.module_dict
+        if in_det != in_seg:
+            return 'det' if in_det else 'seg'
+    raise ValueError(
+        f'cannot tell whether the config is for detection or segmentation: '
+        f'default_scope={scope!r}, model.type={model_type!r}; set '
+        "default_scope='mmdet' or 'mmseg'")
+
+
+def resolve_config(path: str) -> str:
+    """A config file, or the single config a Runner dumped into a work dir.
+
+    Raises:
+        FileNotFoundError: If there is no such file, or the directory holds
+            no ``*.py`` config or several.
+    """
+    if osp.isfile(path):
+        return path
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'config not found: {path}')
+    found = sorted(glob.glob(osp.join(path, '*.py')))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f'{path} is a directory; expected one config (*.py) in it, as a '
+            f'Runner work dir has, found {len(found)}: {found}')
+    return found[0]
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or the latest checkpoint of a Runner work dir
+    (the one its ``last_checkpoint`` file names).
+
+    Raises:
+        FileNotFoundError: If there is no such file or no checkpoint in the
+            directory.
+    """
+    if osp.isfile(path):
+        return path
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    pointer = osp.join(path, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer, encoding='utf-8') as f:
+            named = f.read().strip()
+        # the pointer holds the path the Runner saw; the work dir may have
+        # moved since, so fall back to the file name inside ``path``
+        for candidate in (named, osp.join(path, osp.basename(named))):
+            if candidate and osp.isfile(candidate):
+                return candidate
+    found = sorted(glob.glob(osp.join(path, '*.pth')), key=osp.getmtime)
+    if not found:
+        raise FileNotFoundError(
+            f'no checkpoint in {path}: no last_checkpoint file and no *.pth')
+    return found[-1]
+
+
+def list_images(path: str) -> list[tuple[str, str]]:
+    """The images to run on: ``(file, name relative to the input)`` pairs.
+
+    A file is taken as it is (whatever its extension); a directory is
+    searched recursively for image extensions, in sorted order.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist or a directory holds
+            no image.
+    """
+    if osp.isfile(path):
+        return [(path, osp.basename(path))]
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'input not found: {path}')
+    images = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                file = osp.join(root, name)
+                images.append((file, osp.relpath(file, path)))
+    if not images:
+        raise FileNotFoundError(
+            f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {path}')
+    return sorted(images, key=lambda item: item[1])
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) BGR uint8 array.
+
+    Raises:
+        UnreadableImageError: Naming the file, if it cannot be decoded.
+    """
+    import mmcv
+    try:
+        image = mmcv.imread(path, flag='color', channel_order='bgr')
+    except Exception as err:  # mmcv raises several types for bad files
+        raise UnreadableImageError(
+            f'cannot read image {path}: {type(err).__name__}: {err}') from err
+    if image is None:
+        raise UnreadableImageError(
+            f'cannot read image {path}: not a decodable image file')
+    return image
+
+
+def _state_dict_of(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The model weights of a loaded checkpoint file."""
+    state = checkpoint
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            state = checkpoint[key]
+            break
+    # DataParallel / DistributedDataParallel wrappers
+    return {
+        (k[len('module.'):] if k.startswith('module.') else k): v
+        for k, v in state.items()
+    }
+
+
+def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
+    """Load a checkpoint into ``model``, refusing any mismatch.
+
+    Reads the file with ``torch.load(weights_only=True)`` and the allow-list
+    of :mod:`convnext_dense.engine.safe_load`, so mmengine checkpoints of
+    training runs load and crafted pickles do not.
+
+    Returns:
+        The checkpoint's ``meta`` (empty if it has none).
+
+    Raises:
+        CheckpointMismatchError: If any tensor of the model is missing in
+            the file, any tensor of the file has no place in the model, or
+            any shape differs; the message counts each kind and names the
+            first few.
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from convnext_dense.engine.safe_load import \
+        allow_mmengine_checkpoint_types
+    allow_mmengine_checkpoint_types()
+    checkpoint = _load_checkpoint(filename, map_location='cpu')
+    if not isinstance(checkpoint, dict):
+        raise CheckpointMismatchError(
+            f'{filename} holds a {type(checkpoint).__name__}, not a '
+            'state dict')
+    state = _state_dict_of(checkpoint)
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mis_shaped = [
+        f'{key}: file {tuple(state[key].shape)} vs model '
+        f'{tuple(expected[key].shape)}' for key in expected
+        if key in state and hasattr(state[key], 'shape')
+        and state[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, keys in (('missing in the file', missing),
+                            ('not in the model', unexpected),
+                            ('with another shape', mis_shaped)):
+            if keys:
+                shown = '; '.join(keys[:5])
+                more = f' (+{len(keys) - 5} more)' if len(keys) > 5 else ''
+                parts.append(f'{len(keys)} tensors {label}: {shown}{more}')
+        raise CheckpointMismatchError(
+            f'checkpoint {filename} does not match the model of the config '
+            f'({len(state)} tensors in the file, {len(expected)} in the '
+            'model): ' + ' | '.join(parts) +
+            '. Is it the checkpoint of this config?')
+    model.load_state_dict(state, strict=True)
+    meta = checkpoint.get('meta')
+    return meta if isinstance(meta, dict) else {}
+
+
+# ---------------------------------------------------------------------------
+# the inferencer
+# ---------------------------------------------------------------------------
+
+def _num_classes(model: nn.Module, task: str) -> int:
+    if task == 'seg':
+        return model.decode_head.num_classes
+    head = model.roi_head.bbox_head if hasattr(model, 'roi_head') else \
+        model.bbox_head
+    if isinstance(head, nn.ModuleList):  # cascade: every stage alike
+        head = head[-1]
+    return head.num_classes
+
+
+def _config_dataset_meta(cfg: Config, task: str) -> dict:
+    """The metainfo (classes, palette) of the config's test dataset, built
+    lazily (no annotation file is read); empty if it cannot be built."""
+    if task == 'det':
+        from mmdet.registry import DATASETS
+    else:
+        from mmseg.registry import DATASETS
+    dataset_cfg = cfg.get('test_dataloader', {}).get('dataset')
+    if dataset_cfg is None:
+        return {}
+    dataset_cfg = dataset_cfg.copy()
+    dataset_cfg['lazy_init'] = True
+    try:
+        return dict(DATASETS.build(dataset_cfg).metainfo)
+    except Exception as err:  # a dataset that needs its files to build
+        print_log(f'class names: the test dataset of the config could not '
+                  f'be built ({type(err).__name__}: {err})',
+                  logger='current', level=logging.WARNING)
+        return {}
+
+
+def _palette(num_classes: int, seed: int = 0) -> list[tuple[int, int, int]]:
+    """A fixed pseudo-random RGB colour per class."""
+    rng = np.random.default_rng(seed)
+    return [tuple(int(c) for c in rng.integers(0, 256, 3))
+            for _ in range(num_classes)]
+
+
+def dataset_meta_for(model: nn.Module, task: str, checkpoint_meta: dict,
+                     cfg: Config) -> dict:
+    """Class names and palette for painting.
+
+    From the checkpoint (mmengine's Runner stores the dataset's metainfo
+    there), else from the config's test dataset; generic names and a fixed
+    palette if neither has as many classes as the model predicts.
+    """
+    num_classes = _num_classes(model, task)
+    meta = {
+        k.lower(): v
+        for k, v in checkpoint_meta.get('dataset_meta', {}).items()
+    }
+    source = 'the checkpoint'
+    if not meta.get('classes'):
+        meta, source = _config_dataset_meta(cfg, task), 'the config'
+    classes = list(meta.get('classes') or ())
+    if len(classes) != num_classes:
+        if classes:
+            print_log(
+                f'class names: {source} lists {len(classes)} classes, the '
+                f'model predicts {num_classes}; painting generic names',
+                logger='current', level=logging.WARNING)
+        classes = [f'class {i}' for i in range(num_classes)]
+        meta = {}
+    palette = meta.get('palette')
+    if not isinstance(palette, (list, tuple)) or len(palette) < num_classes:
+        palette = _palette(num_classes)
+    return dict(classes=tuple(classes),
+                palette=[tuple(c) for c in palette[:num_classes]])
+
+
+class Inferencer:
+    """A detector or segmentor from a config and a checkpoint, ready to run
+    on images and paint the results.
+
+    Args:
+        config: Config file, or a Runner work dir holding the dumped config.
+        checkpoint: Checkpoint file, or a Runner work dir (its latest
+            checkpoint).
+        device: Where the model runs, e.g. 'cpu' or 'cuda:0'. Defaults to
+            'cpu'.
+        score_thr: Detection: boxes scoring below it are not painted.
+            Defaults to 0.3 (mmdet's demo default).
+        opacity: Segmentation: weight of the colour overlay. Defaults to 0.5.
+    """
+
+    def __init__(self,
+                 config: str,
+                 checkpoint: str,
+                 device: str = 'cpu',
+                 score_thr: float = 0.3,
+                 opacity: float = 0.5) -> None:
+        import convnext_dense  # noqa: F401  (registers the backbone)
+
+        self.config_file = resolve_config(config)
+        self.checkpoint_file = resolve_checkpoint(checkpoint)
+        cfg = Config.fromfile(self.config_file)
+        self.task = detect_task(cfg)
+        self.score_thr = score_thr
+        # both warn that no checkpoint was given (it is loaded below);
+        # record=True swallows the warnings even where they reset filters
+        with warnings.catch_warnings(record=True):
+            if self.task == 'det':
+                from mmdet.apis import init_detector
+                self.model = init_detector(cfg, None, device=device)
+            else:
+                from mmengine.model.utils import revert_sync_batchnorm
+                from mmseg.apis import init_model
+
+                # mmdet's init_detector reverts SyncBN, mmseg's does not
+                self.model = revert_sync_batchnorm(
+                    init_model(cfg, None, device=device))
+        checkpoint_meta = load_checkpoint_strict(self.model,
+                                                 self.checkpoint_file)
+        self.model.dataset_meta = dataset_meta_for(self.model, self.task,
+                                                   checkpoint_meta, cfg)
+        self.model.eval()
+        self._pipeline = self._build_pipeline() if self.task == 'det' \
+            else None
+        self.visualizer = self._build_visualizer(opacity)
+
+    def _build_pipeline(self):
+        """The config's test pipeline for an in-memory image, without the
+        annotation loading that needs a data set."""
+        from mmcv.transforms import Compose
+        from mmdet.utils import get_test_pipeline_cfg
+
+        pipeline = [
+            transform for transform in get_test_pipeline_cfg(
+                self.model.cfg.copy())
+            if transform['type'] not in ('LoadAnnotations',
+                                         'mmdet.LoadAnnotations')
+        ]
+        pipeline[0] = dict(pipeline[0], type='mmdet.LoadImageFromNDArray')
+        return Compose(pipeline)
+
+    def _build_visualizer(self, opacity: float):
+        # a visualizer of our own, not the global instance a Runner may hold
+        name = f'convnext_dense_infer_{id(self)}'
+        if self.task == 'det':
+            from mmdet.visualization import DetLocalVisualizer
+            visualizer = DetLocalVisualizer(name=name, alpha=0.5)
+            visualizer.dataset_meta = self.model.dataset_meta
+        else:
+            from mmseg.visualization import SegLocalVisualizer
+            visualizer = SegLocalVisualizer(name=name, alpha=opacity)
+            visualizer.set_dataset_meta(**self.model.dataset_meta)
+        return visualizer
+
+    def predict(self, image: np.ndarray):
+        """Run the model on one (H, W, 3) BGR image.
+
+        Returns:
+            A ``DetDataSample`` (``pred_instances``: boxes, scores, labels,
+            masks) or a ``SegDataSample`` (``pred_sem_seg``), at the size of
+            the input image.
+        """
+        if self.task == 'det':
+            from mmdet.apis import inference_detector
+            return inference_detector(self.model, image, self._pipeline)
+        from mmseg.apis import inference_model
+        return inference_model(self.model, image)
+
+    def draw(self, image: np.ndarray, result, out_file: str | None = None
+             ) -> np.ndarray:
+        """Paint a prediction over its (H, W, 3) BGR image.
+
+        Returns:
+            The painted image, RGB, the size of the input; also written to
+            ``out_file`` if given.
+        """
+        rgb = np.ascontiguousarray(image[..., ::-1])
+        kwargs = dict(pred_score_thr=self.score_thr) if self.task == 'det' \
+            else dict(with_labels=True)
+        self.visualizer.add_datasample(
+            osp.basename(out_file or 'result'),
+            rgb,
+            data_sample=result,
+            draw_gt=False,
+            draw_pred=True,
+            show=False,
+            out_file=out_file,
+            **kwargs)
+        return self.visualizer.get_image()
+
+
+def run_inference(config: str,
+                  checkpoint: str,
+                  inputs: str,
+                  out_dir: str,
+                  device: str = 'cpu',
+                  score_thr: float = 0.3,
+                  opacity: float = 0.5,
+                  progress: bool = True) -> list[str]:
+    """Paint the predictions of a model on an image or a folder of images.
+
+    Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
+    at its own size. Unreadable images in a folder do not stop the others;
+    they are reported together at the end.
+
+    Args:
+        config: Config file or Runner work dir.
+        checkpoint: Checkpoint file or Runner work dir.
+        inputs: Image file or directory (searched recursively).
+        out_dir: Where the PNGs go; created if needed.
+        device: Device to run on. Defaults to 'cpu'.
+        score_thr: Detection score threshold for painting. Defaults to 0.3.
+        opacity: Segmentation overlay weight. Defaults to 0.5.
+        progress: Show a progress bar. Defaults to True.
+
+    Returns:
+        The written files, in input order.
+
+    Raises:
+        FileNotFoundError: If the config, checkpoint or input is missing.
+        CheckpointMismatchError: If the checkpoint does not fit the config.
+        UnreadableImageError: If any input could not be decoded (after
+            the readable ones are written), naming each file.
+    """
+    images = list_images(inputs)  # first: fail before building anything
+    if len(images) == 1 and osp.isfile(inputs):
+        read_image(images[0][0])  # one named image: fail fast if broken
+    inferencer = Inferencer(config, checkpoint, device=device,
+                            score_thr=score_thr, opacity=opacity)
+    print_log(
+        f'{inferencer.task}: {inferencer.config_file} with '
+        f'{inferencer.checkpoint_file}, {len(images)} image(s) -> {out_dir}',
+        logger='current')
+    bar = None
+    if progress:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(len(images))
+    written, unreadable = [], []
+    for file, name in images:
+        try:
+            image = read_image(file)
+        except UnreadableImageError as err:
+            unreadable.append(str(err))
+        else:
+            out_file = osp.join(out_dir, osp.splitext(name)[0] + '.png')
+            inferencer.draw(image, inferencer.predict(image), out_file)
+            written.append(out_file)
+        if bar is not None:
+            bar.update()
+    if unreadable:
+        raise UnreadableImageError(
+            f'{len(unreadable)} of {len(images)} input(s) could not be read '
+            f'({len(written)} painted to {out_dir}):\n' +
+            '\n'.join(unreadable))
+    return written

@@ -1,0 +1,350 @@
+"""Model analysis (convnext_dense/analysis.py, tools/analysis/*.py).
+
+Complexity: mmengine's counter is checked against closed-form counts of
+ConvNeXt (every parameter; every multiply-add of convolutions, linear
+layers and layer norms) and against the paper's ConvNeXt-T classifier
+(28.6M parameters, 4.5 GMACs at 224). The detection convention (box heads
+on 1000 proposals, mask heads on 100) is checked by the cost one more RoI
+adds, computed by hand from the head's layer sizes. Full-size configs
+against the paper's table run in the slow suite.
+
+Curves: a scalars.json written here with known values (two runs, the
+second a resumption) is read back value for value and plotted.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os.path as osp
+import runpy
+from pathlib import Path
+
+import cv2
+import pytest
+from mmengine.config import Config
+
+from convnext_dense.analysis import (DET_INPUT_SIZE, PAPER_CLASSIFIER,
+                                     PAPER_COMPLEXITY, Complexity,
+                                     classifier_complexity, complexity_table,
+                                     config_complexity, default_input_size,
+                                     find_scalar_files, model_configs,
+                                     plot_scalars, read_scalars)
+from convnext_dense.models.convnext import ARCH_SETTINGS
+
+REPO = Path(__file__).resolve().parents[1]
+needs_mm = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ('mmdet', 'mmseg')),
+    reason='mmdet and mmseg are needed')
+
+
+# ---------------------------------------------------------------------------
+# closed forms of the ConvNeXt classifier
+# ---------------------------------------------------------------------------
+
+def closed_form_classifier(depths, dims, size: int, num_classes: int = 1000
+                           ) -> dict[str, int]:
+    """Parameters and per-operator multiply-adds of a ConvNeXt classifier
+    on one size x size image, derived from the architecture (REFERENCE.md
+    §1). Layer norms count 5 per element, mmengine's rule for an affine
+    norm."""
+    params = conv = linear = norm_elements = 0
+    res = size // 4
+    # stem: 4x4 conv stride 4, then LN
+    params += 3 * 16 * dims[0] + dims[0] + 2 * dims[0]
+    conv += res * res * dims[0] * 3 * 16
+    norm_elements += res * res * dims[0]
+    for i, (depth, dim) in enumerate(zip(depths, dims)):
+        if i > 0:  # LN, then 2x2 conv stride 2
+            prev = dims[i - 1]
+            params += 2 * prev + 4 * prev * dim + dim
+            norm_elements += res * res * prev
+            res //= 2
+            conv += res * res * dim * prev * 4
+        # block: dwconv 7x7 (+bias), LN, Linear(d, 4d), Linear(4d, d), gamma
+        params += depth * (49 * dim + dim + 2 * dim + 4 * dim * dim +
+                           4 * dim + 4 * dim * dim + dim + dim)
+        conv += depth * res * res * 49 * dim
+        linear += depth * res * res * 8 * dim * dim
+        norm_elements += depth * res * res * dim
+    # final LN on the pooled (1, C) vector, then the linear head
+    params += 2 * dims[-1] + dims[-1] * num_classes + num_classes
+    norm_elements += dims[-1]
+    linear += dims[-1] * num_classes
+    return dict(params=params, conv=conv, linear=linear,
+                layer_norm=5 * norm_elements)
+
+
+@pytest.mark.parametrize('arch,size', [('test', 64), ('tiny', 224),
+                                       ('base', 96)])
+def test_counter_equals_closed_form(arch, size):
+    settings = ARCH_SETTINGS[arch]
+    expected = closed_form_classifier(settings['depths'], settings['dims'],
+                                      size)
+    measured = classifier_complexity(arch, size)
+    assert measured.params == expected['params']
+    assert measured.by_operator == {
+        key: expected[key] for key in ('conv', 'linear', 'layer_norm')
+    }
+    assert measured.flops == sum(measured.by_operator.values())
+
+
+def test_tiny_classifier_matches_paper():
+    """ConvNeXt-T at 224: 28.6M parameters and 4.5 G multiply-adds."""
+    paper = PAPER_CLASSIFIER['tiny']
+    measured = classifier_complexity('tiny', 224)
+    assert measured.params == 28_589_128  # timm's convnext_tiny, exactly
+    assert measured.params / 1e6 == pytest.approx(paper.params_m, rel=0.02)
+    assert measured.flops / 1e9 == pytest.approx(paper.gflops, rel=0.02)
+
+
+# ---------------------------------------------------------------------------
+# detection and segmentation configs
+# ---------------------------------------------------------------------------
+
+TINY_CASCADE = """
+_base_ = '{repo}/configs/cascade_convnext_t.py'
+channels = 32
+model = dict(
+    backbone=dict(arch='test', init_cfg=None),
+    neck=dict(in_channels=[16, 32, 64, 128], out_channels=channels),
+    rpn_head=dict(in_channels=channels, feat_channels=channels),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=channels),
+        bbox_head=[
+            dict(head, in_channels=channels, conv_out_channels=channels,
+                 fc_out_channels=64, num_classes=3)
+            for head in _base_.model.roi_head.bbox_head
+        ],
+        mask_roi_extractor=dict(out_channels=channels),
+        mask_head=dict(in_channels=channels, conv_out_channels=channels,
+                       num_classes=3)))
+"""
+
+TINY_UPERNET = """
+_base_ = '{repo}/configs/upernet_convnext_t.py'
+model = dict(
+    backbone=dict(arch='test', init_cfg=None),
+    decode_head=dict(in_channels=[16, 32, 64, 128], channels=16,
+                     num_classes=5),
+    auxiliary_head=dict(in_channels=64, channels=16, num_classes=5))
+"""
+
+
+def tiny_config(text: str, tmp_path: Path, **options) -> Config:
+    path = tmp_path / 'tiny.py'
+    path.write_text(text.format(repo=REPO))
+    cfg = Config.fromfile(str(path))
+    cfg.merge_from_dict(options)
+    return cfg
+
+
+@needs_mm
+def test_detector_counts_box_heads_per_proposal_mask_heads_per_roi(
+        tmp_path):
+    """Each extra proposal costs three box heads; each extra mask RoI three
+    mask heads (cascade stages), as computed from the layer sizes."""
+    cfg = tiny_config(TINY_CASCADE, tmp_path)
+    size = (96, 64)
+
+    def count(proposals: int, mask_rois: int) -> Complexity:
+        return config_complexity(cfg, size, num_proposals=proposals,
+                                 num_mask_rois=mask_rois)
+
+    base, more = count(20, 10), count(30, 15)
+    c, fc, classes, stages = 32, 64, 3, 3
+    # 4 shared 3x3 convs on 7x7 RoI features, 1 fc, class scores (+bg),
+    # class-specific box deltas
+    box_conv = 4 * (7 * 7 * c * c * 9)
+    box_linear = 7 * 7 * c * fc + fc * (classes + 1) + fc * 4 * classes
+    # 4 3x3 convs at 14x14, 2x2 deconv to 28x28 (counted per input pixel),
+    # 1x1 class logits at 28x28
+    mask_conv = (4 * (14 * 14 * c * c * 9) + 14 * 14 * c * c * 4 +
+                 28 * 28 * c * classes)
+
+    def delta(op: str) -> int:
+        return more.by_operator.get(op, 0) - base.by_operator.get(op, 0)
+
+    # 10 more proposals through 3 box heads, 5 more RoIs through 3 mask
+    # heads (all 10 would add 5 * stages * mask_conv more)
+    assert delta('conv') == stages * (10 * box_conv + 5 * mask_conv)
+    assert delta('linear') == stages * 10 * box_linear
+    assert base.params == more.params
+    assert base.input_size == size
+
+
+@needs_mm
+def test_segmentor_counts_decode_head_not_auxiliary(tmp_path):
+    cfg = tiny_config(TINY_UPERNET, tmp_path)
+    with_aux = config_complexity(cfg, (128, 64))
+    cfg.model.auxiliary_head = None
+    without_aux = config_complexity(cfg, (128, 64))
+    # the auxiliary FCN head has weights but no cost at test time
+    assert with_aux.params > without_aux.params
+    assert with_aux.flops == without_aux.flops > 0
+
+
+@needs_mm
+def test_paper_input_sizes_and_every_config_listed():
+    configs = model_configs(str(REPO / 'configs'))
+    names = [osp.splitext(osp.basename(c))[0] for c in configs]
+    # every model config has a row in the paper table (None: unpublished)
+    assert set(names) <= set(PAPER_COMPLEXITY)
+    assert names == [n for n in PAPER_COMPLEXITY if n in names]
+    sizes = {'cascade_convnext_t': DET_INPUT_SIZE,
+             'mask_rcnn_convnext_t': DET_INPUT_SIZE,
+             'upernet_convnext_t': (2048, 512),
+             'upernet_convnext_b_in22k_640': (2560, 640)}
+    for name, size in sizes.items():
+        cfg = Config.fromfile(str(REPO / 'configs' / f'{name}.py'))
+        assert default_input_size(cfg) == size
+        assert PAPER_COMPLEXITY[name].input_size == size
+
+
+def test_complexity_table():
+    rows = [
+        ('cascade_convnext_t', Complexity(87_720_000, 726_180_000_000,
+                                          (1280, 800))),
+        ('mask_rcnn_convnext_s_1x', Complexity(69_000_000, 3e11,
+                                               (1280, 800))),
+        # at another size than the paper's: nothing to compare with
+        ('upernet_convnext_t', Complexity(60_000_000, 1e11, (512, 512))),
+    ]
+    lines = complexity_table(rows).splitlines()
+    assert lines[2] == ('| cascade_convnext_t | 1280x800 | 87.7 | 86 | '
+                        '+2.0% | 726 | 741 | -2.0% |')
+    assert lines[3] == ('| mask_rcnn_convnext_s_1x | 1280x800 | 69.0 | – '
+                        '| – | 300 | – | – |')
+    assert lines[4] == ('| upernet_convnext_t | 512x512 | 60.0 | – | – | '
+                        '100 | – | – |')
+
+
+@needs_mm
+def test_get_flops_tool_writes_report(tmp_path):
+    config = tmp_path / 'tiny_upernet.py'
+    config.write_text(TINY_UPERNET.format(repo=REPO))
+    out = tmp_path / 'docs' / 'analysis.md'
+    main = runpy.run_path(str(REPO / 'tools' / 'analysis' / 'get_flops.py'),
+                          run_name='get_flops')['main']
+    [(name, measured)] = main(
+        [str(config), '--shape', '128', '64', '--out', str(out)])
+    assert name == 'tiny_upernet'
+    assert measured.input_size == (128, 64)
+    text = out.read_text()
+    assert 'multiply-adds' in text
+    assert (f'| tiny_upernet | 128x64 | {measured.params / 1e6:.1f} | – |'
+            in text)
+    assert '28.59M params, 4.47 GFLOPs' in text  # the classifier check
+
+
+@pytest.mark.slow
+@needs_mm
+@pytest.mark.parametrize('name', ['mask_rcnn_convnext_t',
+                                  'cascade_convnext_t',
+                                  'upernet_convnext_t'])
+def test_t_configs_match_paper(name):
+    """About a minute each on two cores."""
+    paper = PAPER_COMPLEXITY[name]
+    measured = config_complexity(str(REPO / 'configs' / f'{name}.py'))
+    assert measured.input_size == paper.input_size
+    assert measured.params / 1e6 == pytest.approx(paper.params_m, rel=0.02)
+    assert measured.flops / 1e9 == pytest.approx(paper.gflops, rel=0.02)
+
+
+# ---------------------------------------------------------------------------
+# training curves
+# ---------------------------------------------------------------------------
+
+def write_runs(work_dir: Path) -> dict[str, tuple[list, list]]:
+    """Two runs of an epoch-based training in mmengine's layout, the second
+    resuming at iteration 5 (it re-logs iteration 6 with another value).
+    Returns the expected series."""
+    first = [
+        {'lr': 0.1 * i, 'loss': 2.0 / i, 'time': 0.5, 'epoch': 1, 'iter': i,
+         'step': i} for i in range(1, 7)
+    ] + [{'coco/bbox_mAP': 0.25, 'time': 3.0, 'step': 1}]
+    second = [
+        {'lr': 0.01 * i, 'loss': 1.0 / i, 'time': 0.5, 'epoch': 2, 'iter': i,
+         'step': i} for i in range(6, 9)
+    ] + [{'coco/bbox_mAP': 0.5, 'time': 2.0, 'step': 2},
+         {'flag': True, 'name': 'not a number', 'step': 2}]
+    for run, lines in (('20260101_000000', first),
+                       ('20260102_000000', second)):
+        vis = work_dir / run / 'vis_data'
+        vis.mkdir(parents=True)
+        (vis / 'scalars.json').write_text(
+            '\n'.join(json.dumps(line) for line in lines) + '\n\n')
+    steps = list(range(1, 9))
+    return {
+        'lr': (steps, [0.1 * i for i in range(1, 6)] +
+               [0.01 * i for i in range(6, 9)]),
+        'loss': (steps, [2.0 / i for i in range(1, 6)] +
+                 [1.0 / i for i in range(6, 9)]),
+        'time': (steps, [0.5] * 8),
+        'coco/bbox_mAP': ([1, 2], [0.25, 0.5]),
+        'val/time': ([1, 2], [3.0, 2.0]),
+    }
+
+
+def test_read_scalars_equals_what_was_logged(tmp_path):
+    expected = write_runs(tmp_path)
+    series = read_scalars(str(tmp_path))
+    assert list(series) == list(expected)
+    for key, (steps, values) in expected.items():
+        assert series[key].steps == steps, key
+        assert series[key].values == pytest.approx(values), key
+    assert series['loss'].unit == 'iteration'
+    assert series['coco/bbox_mAP'].unit == 'epoch'
+    # a run directory, its vis_data, or the file itself: that run only
+    run = tmp_path / '20260101_000000'
+    for path in (run, run / 'vis_data', run / 'vis_data' / 'scalars.json'):
+        assert find_scalar_files(str(path)) == [
+            str(run / 'vis_data' / 'scalars.json')]
+        assert read_scalars(str(path))['loss'].steps == list(range(1, 7))
+
+
+def test_iteration_based_validation_is_by_iteration(tmp_path):
+    log = tmp_path / 'log.json'
+    log.write_text('{"loss": 1.0, "lr": 0.1, "iter": 50, "step": 50}\n'
+                   '{"mIoU": 40.5, "aAcc": 80.0, "step": 100}\n')
+    series = read_scalars(str(log))
+    assert series['mIoU'].unit == 'iteration'
+    assert (series['mIoU'].steps, series['mIoU'].values) == ([100], [40.5])
+
+
+def test_read_scalars_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no vis_data/scalars.json'):
+        read_scalars(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match='no such file'):
+        read_scalars(str(tmp_path / 'missing'))
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"loss": 1, "step": 1}\n{"loss": \n')
+    with pytest.raises(ValueError, match=r'bad.json:2 is not a JSON object'):
+        read_scalars(str(bad))
+
+
+def test_plot_logs_tool(tmp_path):
+    write_runs(tmp_path)
+    main = runpy.run_path(
+        str(REPO / 'tools' / 'analysis' / 'plot_logs.py'),
+        run_name='plot_logs')['main']
+    out = tmp_path / 'plots' / 'curves.png'
+    assert main([str(tmp_path), '--keys', 'loss', 'lr', 'coco/bbox_mAP',
+                 '--out', str(out)]) == str(out)
+    image = cv2.imread(str(out))
+    # three panels side by side, 5 x 3.5 inches each at 100 dpi
+    assert image.shape == (350, 1500, 3)
+    assert image.std() > 10  # curves and text, not a blank canvas
+    with pytest.raises(SystemExit, match=r"not in the log: \['bbox_mAP'\]; "
+                       r"logged keys: \['coco/bbox_mAP'"):
+        main([str(tmp_path), '--keys', 'bbox_mAP', '--out', str(out)])
+
+
+def test_plot_scalars_panels(tmp_path):
+    write_runs(tmp_path)
+    series = read_scalars(str(tmp_path))
+    out = plot_scalars(series, ['loss', 'lr', 'time', 'coco/bbox_mAP'],
+                       str(tmp_path / 'four.png'), title='four')
+    # four panels: two rows of three columns
+    assert cv2.imread(out).shape == (700, 1500, 3)
+    with pytest.raises(ValueError, match='no keys'):
+        plot_scalars(series, [], str(tmp_path / 'none.png'))
