@@ -23,5 +23,6 @@ setup(
     install_requires=(read_requirements('torch.txt')
                       + read_requirements('mmcv.txt')
                       + read_requirements('runtime.txt')),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={'tests': read_requirements('tests.txt'),
+                    'benchmark': read_requirements('benchmark.txt')},
 )

@@ -59,8 +59,7 @@ TASKS: dict[str, DemoTask] = {
         generator='convnext_dense.datasets.toy_ade:generate_toy_ade',
         # sizes the demo config was tuned for (128 px, as its crop)
         generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
-        # written last: the set is complete once it exists
-        ready_file='annotations/validation/ADE_val_00000040.png'),
+        ready_file='toy_ade.json'),  # written last
 }
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -72,7 +72,6 @@ def test_two_ranks_end_with_identical_parameters(tmp_path):
                            states[1]['net.1.running_mean'])
 
 
-@pytest.mark.slow
 def test_detector_two_ranks_identical_parameters(tmp_path):
     """The demo Cascade Mask R-CNN through tools/train.py under torchrun.
 

@@ -70,9 +70,11 @@ if [ "$(cat "$MARKER" 2>/dev/null)" != "$KEY" ] || ! "$PY" -c "import mmcv.ops" 
   echo "$KEY" > "$MARKER"
 fi
 
-log "mmengine, mmdet, mmsegmentation, timm, pycocotools (requirements/runtime.txt)"
+# benchmark.txt (mmpretrain, the benchmark's reference backbone) only adds
+# packages; installed here so the test suite runs the benchmark tool too
+log "mmengine, mmdet, mmsegmentation, timm, pycocotools, mmpretrain (requirements/)"
 pip_install -r requirements/runtime.txt -r requirements/tests.txt \
-  -r requirements/mmcv.txt
+  -r requirements/benchmark.txt -r requirements/mmcv.txt
 pip_install --no-deps --no-build-isolation -e .
 
 "$PY" - <<'PY'

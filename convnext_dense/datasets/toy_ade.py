@@ -24,6 +24,7 @@ depend on how many images are requested.
 """
 from __future__ import annotations
 
+import json
 import os
 import os.path as osp
 from typing import Sequence
@@ -39,6 +40,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (240, 200, 30))
 
 SPLITS = {'training': 'train', 'validation': 'val'}
+# written after every image: the set under a root is complete once it exists
+MANIFEST = 'toy_ade.json'
 
 # (hue range, saturation range, value range) in OpenCV's HSV (H in 0..179);
 # the ranges of disc/ring and of box/triangle touch, so colour alone is not
@@ -152,6 +155,9 @@ def generate_toy_ade(root: str | os.PathLike,
                      seed: int = 0) -> dict:
     """Write a toy dataset in the ADE20K layout under ``root``.
 
+    ``toy_ade.json`` (classes, palette, counts, size, seed) is written
+    last, so its presence means the set is complete.
+
     Files from an earlier call that this call does not rewrite (e.g. after
     asking for fewer images) are removed, so that the folders hold exactly
     the requested images; nothing else under ``root`` is touched.
@@ -202,6 +208,12 @@ def generate_toy_ade(root: str | os.PathLike,
                         cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(osp.join(ann_dir, name + '.png'), label)
-    return dict(root=root, classes=CLASSES,
+    info = dict(root=root, classes=CLASSES,
                 palette=[list(c) for c in PALETTE], num_train=num_train,
                 num_val=num_val, image_size=(w, h))
+    # written last, through a rename: its presence means the set is complete
+    manifest = osp.join(root, MANIFEST)
+    with open(manifest + '.partial', 'w') as f:
+        json.dump(dict(info, root=None, seed=seed), f, indent=1)
+    os.replace(manifest + '.partial', manifest)
+    return info

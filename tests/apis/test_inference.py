@@ -320,7 +320,6 @@ def test_missing_and_unreadable_inputs(det_model, tmp_path):
               str(tmp_path / 'o2')])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_on_demo_work_dir(task, tmp_path, monkeypatch):
     """The embedded demo, trained for one step on a few toy images, then

@@ -8,6 +8,7 @@ the training targets ADE20K configs expect (0 -> 255, c -> c - 1).
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import os.path as osp
 
@@ -47,7 +48,13 @@ def test_layout_and_counts(toy):
     assert toy['palette'] == [list(c) for c in PALETTE]
     assert (toy['num_train'], toy['num_val'], toy['image_size']) == (
         NUM_TRAIN, NUM_VAL, SIZE)
-    assert sorted(os.listdir(root)) == ['annotations', 'images']
+    assert sorted(os.listdir(root)) == ['annotations', 'images',
+                                        'toy_ade.json']
+    with open(osp.join(root, 'toy_ade.json')) as f:
+        manifest = json.load(f)
+    assert (manifest['num_train'], manifest['num_val']) == (NUM_TRAIN,
+                                                            NUM_VAL)
+    assert tuple(manifest['classes']) == CLASSES
     for split in SPLITS:
         expected = pairs(root, split)
         assert sorted(os.listdir(osp.join(root, 'images', split))) == [

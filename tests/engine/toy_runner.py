@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
 import time
@@ -160,6 +161,26 @@ class ToyRecordHook(Hook):
         self.last_metrics = dict(metrics or {})
 
 
+# the (1-based) training iteration after which SelfKillHook kills the run
+KILL_AT_ITER_ENV = 'TOY_KILL_AT_ITER'
+
+
+@HOOKS.register_module(force=True)
+class SelfKillHook(Hook):
+    """SIGKILLs its own process after the iteration named by the
+    ``TOY_KILL_AT_ITER`` environment variable (inert without it).
+
+    A kill at a fixed point in training, however fast the machine: after the
+    optimizer step of that iteration, before any later checkpoint.
+    """
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        kill_at = os.environ.get(KILL_AT_ITER_ENV)
+        if kill_at is not None and runner.iter + 1 == int(kill_at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 @HOOKS.register_module(force=True)
 class RankParamsHook(Hook):
     """Saves this rank's parameters to ``out_dir/params_rank{R}.pt`` at the
@@ -230,6 +251,8 @@ def build_cfg(work_dir: str,
     checkpoint_hook.update(interval=1, by_epoch=True)
     checkpoint_hook.update(checkpoint or {})
     custom_hooks.append(dict(type='ToyRecordHook', iter_sleep=iter_sleep))
+    # inert unless TOY_KILL_AT_ITER is set in the run's environment
+    custom_hooks.append(dict(type='SelfKillHook'))
     cfg = dict(
         model=dict(type='ToyRegressor', nan_at_iter=nan_at_iter),
         work_dir=work_dir,
@@ -355,12 +378,13 @@ def write_detector_config(path: Union[str, Path],
     # the demo inherits the reliability hooks (detection_runtime.py)
     custom_hooks = [h.to_dict() for h in
                     Config.fromfile(RELIABILITY_BASE).custom_hooks]
-    imports = ['convnext_dense']
+    # inert unless TOY_KILL_AT_ITER is set in the run's environment
+    custom_hooks.append(dict(type='SelfKillHook'))
+    # a top-level name: toy_env() puts this directory on the path ('tests'
+    # itself is taken by a package in site-packages)
+    imports = ['convnext_dense', 'toy_runner']
     if params_dir is not None:
         custom_hooks.append(dict(type='RankParamsHook', out_dir=params_dir))
-        # a top-level name: toy_env() puts this directory on the path
-        # ('tests' itself is taken by a package in site-packages)
-        imports.append('toy_runner')
     root = f'{osp.abspath(data_root)}/'
     loader = dict(num_workers=0, persistent_workers=False,
                   dataset=dict(data_root=root))

@@ -190,7 +190,6 @@ def test_compile_keeps_keys_and_outputs_and_one_graph_for_all_sizes() -> None:
     assert len(graphs) == 1, f'{len(graphs)} graphs for 3 input sizes'
 
 
-@pytest.mark.slow
 def test_inductor_compiled_backbone_equals_eager() -> None:
     """Inductor's generated C++ code; about 60 s of compilation on 2 cores."""
     ref = randomize_(ConvNeXt('test'), seed=8).eval()
