@@ -123,6 +123,18 @@ def test_truncated_image(data, work_dir, expect_untouched, num_workers):
     assert f'failed to load image: {data}/train2017/' in str(info.value)
 
 
+def test_empty_image_file(data, work_dir, expect_untouched):
+    # a 0-byte file (an interrupted download): OpenCV alone says
+    # "!buf.empty() in function 'imdecode_'" without the file's name
+    image = sorted((data / 'train2017').iterdir())[1]
+    image.write_bytes(b'')
+    with pytest.raises(OSError) as info:
+        train(data, work_dir)
+    assert str(info.value).startswith(
+        'train_dataloader.dataset.data_prefix.img: 1 empty (0-byte) file(s) '
+        f"under '{data}/train2017/', e.g. '{image}'")
+
+
 def test_annotation_names_missing_image(data, work_dir, expect_untouched):
     for image in (data / 'train2017').iterdir():
         image.unlink()

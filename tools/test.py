@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    from convnext_dense.engine import check_dataset_paths
     from convnext_dense.runner import (build_runner, dump_predictions,
                                        enable_tta, enable_visualization,
                                        load_config)
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
     cfg.load_from = args.checkpoint
+    # a missing or wrong data path is named with its config key up front
+    check_dataset_paths(cfg, ('test', ))
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:

@@ -1,12 +1,15 @@
 """Clear errors for missing or empty data, before and during training.
 
 mmdet and mmengine already name the file for a missing annotation file or
-image and for an image OpenCV cannot decode. Two cases they do not explain:
+image and for an image OpenCV cannot decode. Three cases they do not explain:
 
 - a wrong ``data_root``: the error is a ``FileNotFoundError`` for the
   annotation file under it, which does not say which setting to fix;
   :func:`check_dataset_paths` checks every path of the datasets a run will
   build, before anything is built or written, and names the config key;
+- a 0-byte image or label file (an interrupted download): OpenCV fails with
+  "!buf.empty() in function 'imdecode_'" and no file name;
+  :func:`check_dataset_paths` names the file and the config key;
 - an empty dataset (no images, or every image filtered out): mmengine fails
   with "ValueError: need at least one array to concatenate";
   :func:`explain_dataset_errors` turns that into a message naming the
@@ -62,11 +65,36 @@ def _check_dataset(where: str, dataset: dict) -> None:
             raise FileNotFoundError(
                 f"{where}.ann_file: '{resolve(ann_file)}' does not exist")
     for key, prefix in (dataset.get('data_prefix') or {}).items():
-        if isinstance(prefix, str) and prefix and not _is_remote(
-                resolve(prefix)) and not osp.isdir(resolve(prefix)):
+        if not (isinstance(prefix, str) and prefix
+                and not _is_remote(resolve(prefix))):
+            continue
+        if not osp.isdir(resolve(prefix)):
             raise FileNotFoundError(
                 f"{where}.data_prefix.{key}: directory '{resolve(prefix)}' "
                 'does not exist')
+        empty = _empty_files(resolve(prefix))
+        if empty:
+            raise OSError(
+                f"{where}.data_prefix.{key}: {len(empty)} empty (0-byte) "
+                f"file(s) under '{resolve(prefix)}', e.g. '{empty[0]}': an "
+                'interrupted download or copy? Replace or remove them')
+
+
+def _empty_files(dirname: str) -> list[str]:
+    """The 0-byte files under ``dirname`` (recursive), sorted.
+
+    OpenCV fails on an empty image or label file with "!buf.empty() in
+    function 'imdecode_'", without the file's name; finding them here costs
+    one ``stat`` per file.
+    """
+    empty = []
+    for root, _, files in os.walk(dirname, followlinks=True):
+        for name in files:
+            path = osp.join(root, name)
+            with contextlib.suppress(OSError):  # vanished meanwhile
+                if os.stat(path).st_size == 0:
+                    empty.append(path)
+    return sorted(empty)
 
 
 def check_dataset_paths(cfg: Config,
@@ -76,8 +104,9 @@ def check_dataset_paths(cfg: Config,
     For each ``{split}_dataloader`` (and the ``ann_file`` of each
     ``{split}_evaluator``, which COCO metrics read) it checks ``data_root``,
     ``ann_file`` and every ``data_prefix`` entry, joined with ``data_root``
-    as mmengine's ``BaseDataset`` joins them. Remote paths (``s3://`` ...)
-    are not checked. It reads no file, so it costs nothing on large sets.
+    as mmengine's ``BaseDataset`` joins them, and that no file under a
+    ``data_prefix`` directory is empty (0 bytes). Remote paths (``s3://``
+    ...) are not checked. It reads no file, only lists and stats them.
 
     Args:
         cfg (Config): The config, after ``--cfg-options``.
@@ -86,6 +115,7 @@ def check_dataset_paths(cfg: Config,
 
     Raises:
         FileNotFoundError: Naming the config key and the missing path.
+        OSError: Naming the config key and an empty file.
     """
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
