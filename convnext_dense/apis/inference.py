@@ -29,6 +29,8 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from convnext_dense.models.checkpoint import compare_state_dicts
+
 # what mmcv.imread decodes, lower case
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -202,9 +204,8 @@ def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
     """
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    from convnext_dense.engine.safe_load import \
-        allow_mmengine_checkpoint_types
-    allow_mmengine_checkpoint_types()
+    # mmengine's checkpoint types are allow-listed: importing the package
+    # imports convnext_dense.engine, which does it
     checkpoint = _load_checkpoint(filename, map_location='cpu')
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(
@@ -212,13 +213,10 @@ def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
             'state dict')
     state = _state_dict_of(checkpoint)
     expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
+    missing, unexpected, mis_shaped = compare_state_dicts(expected, state)
     mis_shaped = [
         f'{key}: file {tuple(state[key].shape)} vs model '
-        f'{tuple(expected[key].shape)}' for key in expected
-        if key in state and hasattr(state[key], 'shape')
-        and state[key].shape != expected[key].shape
+        f'{tuple(expected[key].shape)}' for key in mis_shaped
     ]
     if missing or unexpected or mis_shaped:
         parts = []

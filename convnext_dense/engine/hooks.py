@@ -29,9 +29,9 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
+from ..models.checkpoint import compare_state_dicts
 from ..registry import HOOKS
 from .atomic_save import atomic_write, remove_partial_files
-from .safe_load import allow_mmengine_checkpoint_types
 
 DATA_BATCH = Optional[dict]
 
@@ -61,9 +61,9 @@ class AtomicCheckpointHook(CheckpointHook):
     checked.
 
     Leftover ``.*.partial`` files of interrupted writes are deleted when
-    training starts. Building the hook also allow-lists the types of
-    mmengine checkpoints (``allow_mmengine_checkpoint_types``), so that the
-    checkpoints it writes can be resumed from under ``weights_only=True``.
+    training starts. The checkpoints it writes can be resumed from under
+    ``weights_only=True`` because importing ``convnext_dense.engine``
+    allow-lists their types (``allow_mmengine_checkpoint_types``).
 
     Args:
         backend_args (dict, optional): As in ``CheckpointHook``. Defaults to
@@ -78,7 +78,6 @@ class AtomicCheckpointHook(CheckpointHook):
                 and local):
             backend_args = dict(backend='atomic_local')
         super().__init__(backend_args=backend_args, **kwargs)
-        allow_mmengine_checkpoint_types()
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -98,13 +97,10 @@ class AtomicCheckpointHook(CheckpointHook):
         model = getattr(runner.model, 'module', runner.model)
         ours = model.state_dict()
         theirs = checkpoint.get('state_dict', {})
-        missing = [key for key in ours if key not in theirs]
-        unexpected = [key for key in theirs if key not in ours]
+        missing, unexpected, mis_shaped = compare_state_dicts(ours, theirs)
         shapes = [
             f'{key}: {tuple(theirs[key].shape)} in the checkpoint, '
-            f'{tuple(ours[key].shape)} in the model' for key in ours
-            if key in theirs and hasattr(theirs[key], 'shape')
-            and theirs[key].shape != ours[key].shape
+            f'{tuple(ours[key].shape)} in the model' for key in mis_shaped
         ]
         if not (missing or unexpected or shapes):
             return

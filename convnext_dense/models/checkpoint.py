@@ -269,6 +269,27 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return dict(obj)
 
 
+def compare_state_dicts(expected: Mapping[str, torch.Tensor],
+                        found: Mapping[str, object]
+                        ) -> tuple[list[str], list[str], list[str]]:
+    """How a state dict ``found`` differs from the ``expected`` one.
+
+    Returns:
+        ``(missing, unexpected, mis_shaped)``: keys of ``expected`` absent
+        from ``found``; keys of ``found`` absent from ``expected``; keys in
+        both whose tensors differ in shape (values of ``found`` without a
+        shape are not compared). Each list keeps its dict's key order.
+    """
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    mis_shaped = [
+        key for key in expected
+        if key in found and hasattr(found[key], 'shape')
+        and found[key].shape != expected[key].shape
+    ]
+    return missing, unexpected, mis_shaped
+
+
 def load_backbone_checkpoint(model: torch.nn.Module,
                              path: str | os.PathLike,
                              prefix: str | None = None,
