@@ -12,35 +12,15 @@ import os
 import os.path as osp
 import pickle
 import re
-import subprocess
-import sys
 
 import pytest
 
 pytest.importorskip('mmdet')
 
 from convnext_dense.datasets.toy_coco import generate_toy_coco  # noqa: E402
+from tool_runs import REPO, metric, run_tool  # noqa: E402
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'cascade_convnext_demo.py')
-
-
-def run_tool(args: list[str], cwd: str, timeout: float = 300
-             ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-               os.environ.get('PYTHONPATH', ''))
-    # one thread: on a shared 2-core machine a second intra-op thread
-    # makes these small models many times slower, not faster
-    env.setdefault('OMP_NUM_THREADS', '1')
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def metric(log: str, key: str) -> float:
-    """The last value logged for ``key`` (e.g. 'coco/bbox_mAP')."""
-    values = re.findall(re.escape(key) + r':\s*(-?[\d.]+)', log)
-    assert values, f'{key} not reported:\n{log[-3000:]}'
-    return float(values[-1])
 
 
 @pytest.fixture(scope='module')

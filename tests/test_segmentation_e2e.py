@@ -13,8 +13,6 @@ import os
 import os.path as osp
 import pickle
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,8 +20,8 @@ import pytest
 pytest.importorskip('mmseg')
 
 from convnext_dense.datasets.toy_ade import CLASSES, generate_toy_ade  # noqa
+from tool_runs import REPO, metric, run_tool  # noqa: E402
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_convnext_demo.py')
 NUM_TRAIN, NUM_VAL = 32, 4
 ITERS = 150
@@ -37,24 +35,6 @@ OVERRIDES = [
 ] + [f'{loader}.{key}' for loader in (
     'train_dataloader', 'val_dataloader', 'test_dataloader')
      for key in ('num_workers=0', 'persistent_workers=False')]
-
-
-def run_tool(args: list[str], cwd: str, timeout: float = 300
-             ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-               os.environ.get('PYTHONPATH', ''))
-    # one thread: on a shared 2-core machine a second intra-op thread
-    # makes these small models many times slower, not faster
-    env.setdefault('OMP_NUM_THREADS', '1')
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def metric(log: str, key: str) -> float:
-    """The last value logged for ``key`` (e.g. 'mIoU')."""
-    values = re.findall(r'\b' + re.escape(key) + r':\s*(-?[\d.]+)', log)
-    assert values, f'{key} not reported:\n{log[-3000:]}'
-    return float(values[-1])
 
 
 def miou_from_dump(path: str) -> tuple[float, list[dict]]:
