@@ -72,9 +72,7 @@ def prepare_data(task: DemoTask, data_root: str | None = None) -> str:
         The data root used.
     """
     data_root = data_root or task.data_root
-    ready = osp.join(data_root, task.ready_file)
-    if (osp.isfile(ready) if task.ready_file else
-            osp.isdir(data_root) and os.listdir(data_root)):
+    if osp.isfile(osp.join(data_root, task.ready_file)):
         print_log(f'demo data: using {data_root}', logger='current')
         return data_root
     module, function = task.generator.split(':')
