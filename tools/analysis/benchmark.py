@@ -740,6 +740,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--strict', action='store_true',
                         help='raise when a part fails instead of noting it '
                         'in the page')
+    parser.add_argument('--mmcv-ops', default='mmcv',
+                        choices=['mmcv', 'torchvision'],
+                        help="torchvision: with mmcv-lite (no compiled ops), "
+                        'run the detector part on torchvision stand-ins for '
+                        'RoIAlign and NMS (tools/analysis/'
+                        'mmcv_ext_torchvision.py)')
     parser.add_argument('--memory-child', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -757,6 +763,14 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    notes = []
+    if args.mmcv_ops == 'torchvision':
+        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+        import mmcv_ext_torchvision
+        mmcv_ext_torchvision.install()
+        notes.append('mmcv-lite with torchvision stand-ins for its RoIAlign '
+                     'and NMS ops (`--mmcv-ops torchvision`), in both '
+                     'detectors alike.')
     if torch.cuda.is_available():
         # TF32 matmuls and convolutions in the fp32 GPU rows, as the paper's
         # A100 numbers (REFERENCE.md §6); cuDNN picks its fastest kernels
@@ -779,7 +793,6 @@ def main(argv: list[str] | None = None) -> dict:
         have_mmpretrain = True
     except ImportError:
         have_mmpretrain = False
-    notes = []
     if not have_mmpretrain:
         notes.append('mmpretrain is not installed (pip install -r '
                      'requirements/benchmark.txt): its columns and mmdet\'s '
