@@ -72,3 +72,21 @@ def test_channels_last_gradients_equal_nchw(models) -> None:
     for (name, a), b in zip(ref.named_parameters(), cl.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-4,
                                    msg=name)
+
+
+def test_inductor_compiled_channels_last_equals_eager(monkeypatch) -> None:
+    """Inductor's Triton kernels on the GPU, dynamic shapes: the 'test' arch
+    keeps the compilation short; two sizes share the graph."""
+    from convnext_dense.models.fast import compile_backbone
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    ref = randomize_(ConvNeXt('test'), seed=8).cuda().eval()
+    model = copy.deepcopy(ref).to(memory_format=CL)
+    compile_backbone(model)
+    with torch.no_grad():
+        for hw in ((64, 96), (128, 128)):
+            x = images((2, 3, *hw)).cuda()
+            for out, exp in zip(model(x.contiguous(memory_format=CL)),
+                                ref(x)):
+                torch.testing.assert_close(out, exp, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,39 @@
+"""tools/gpu_check.sh, dry-run on the CPU.
+
+The GPU machine of a session is lent for minutes, so the script that spends
+them must not fail on a typo: its dry run goes through the same steps (the
+environment report, ``pytest -m gpu``, the benchmark with every part, the
+page) at toy sizes on the CPU, with this environment's own packages.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('mmpretrain')
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def test_dry_run_writes_the_page(tmp_path) -> None:
+    out = tmp_path / 'gpu_check'
+    env = dict(os.environ, GPU_CHECK_DRY_RUN='1', OMP_NUM_THREADS='1',
+               PYTHON=sys.executable)
+    done = subprocess.run(
+        ['bash', osp.join(REPO, 'tools', 'gpu_check.sh'), '', str(out)],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    environment = (out / 'environment.txt').read_text()
+    assert 'no GPU (dry run)' in environment
+    assert 'mmcv compiled ops: True' in environment
+    # every GPU test was collected (and skipped here: no CUDA)
+    assert '5 skipped' in (out / 'pytest_gpu.log').read_text()
+    page = (out / 'benchmarks_gpu.md').read_text()
+    assert '--mmcv-ops mmcv --strict' in page
+    for heading in ('Backbone throughput', 'Peak training memory',
+                    'Cascade Mask R-CNN T: one training iteration'):
+        assert f'## {heading}' in page

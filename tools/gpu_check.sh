@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU checks in one run (issue 5): the GPU fast-path tests and the
+# benchmark on the GPU, written to OUT/benchmarks_gpu.md with the logs.
+#
+#   bash tools/gpu_check.sh [WHEELS] [OUT=work_dirs/gpu_check]
+#
+# For a machine with a CUDA GPU and torch, torchvision and timm but no
+# network (see requirements/gpu_check.txt): WHEELS is a folder made by
+# tools/fetch_gpu_check_wheels.sh, installed into a scratch folder on
+# PYTHONPATH. Without WHEELS, the environment's own packages are used
+# (e.g. the .venv of tools/install.sh on a GPU machine). Where mmcv has no
+# compiled ops (mmcv-lite), the detector part runs on torchvision's RoIAlign
+# and NMS (tools/analysis/mmcv_ext_torchvision.py). About 5 min on an H200.
+# GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU at toy sizes, to check
+# an environment (and this script) before spending GPU time on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=${1:-}
+OUT=${2:-work_dirs/gpu_check}
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+mkdir -p "$OUT"
+log() { printf '[gpu_check %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [ -n "$WHEELS" ]; then
+  SITE=${GPU_CHECK_SITE:-/tmp/convnext_dense_site}
+  log "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
+  "$PY" -m pip install --disable-pip-version-check -q --no-index --no-deps \
+    --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+"$PY" - <<'PYEOF' | tee "$OUT/environment.txt"
+import importlib.util, platform, sys
+import os
+import torch
+if not torch.cuda.is_available() and not os.environ.get('GPU_CHECK_DRY_RUN'):
+    sys.exit('gpu_check: torch sees no CUDA device')
+print('python', platform.python_version(), '| torch', torch.__version__,
+      '| CUDA', torch.version.cuda, '| cuDNN', torch.backends.cudnn.version(),
+      '|', torch.cuda.get_device_name(0) if torch.cuda.is_available()
+      else 'no GPU (dry run)')
+for name in ('torchvision', 'timm', 'mmengine', 'mmcv', 'mmdet', 'mmpretrain'):
+    module = __import__(name)
+    print(f'{name} {module.__version__} ({module.__file__})')
+print('mmcv compiled ops:', importlib.util.find_spec('mmcv._ext') is not None)
+PYEOF
+OPS=$("$PY" -c "import importlib.util as u; print('mmcv' if u.find_spec('mmcv._ext') else 'torchvision')")
+
+log "pytest -m gpu"
+set +e
+"$PY" -m pytest -m gpu -p no:cacheprovider -ra tests/models/test_fast_paths_gpu.py \
+  2>&1 | tee "$OUT/pytest_gpu.log"
+tests_rc=${PIPESTATUS[0]}
+set -e
+
+# 224x224 at batch 32 (the task) and 256 (a throughput batch), 800x1216 at
+# batch 2; fp32 (TF32), fp16 and bf16 autocast; NCHW and channels-last
+if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then
+  SETTINGS=(--device cpu --arch test --sizes 1x32x32 --mem-size 1x32x32
+            --det-size 1x64x64 --det-rois 8 --warmup 0 --repeats 1 --inner 1)
+else
+  SETTINGS=(--device cuda --sizes 32x224x224 256x224x224 2x800x1216
+            --warmup 2 --repeats 5 --inner 3)
+fi
+log "benchmark (mmcv ops: $OPS)"
+"$PY" tools/analysis/benchmark.py "${SETTINGS[@]}" --mmcv-ops "$OPS" --strict \
+  --out "$OUT/benchmarks_gpu.md" 2>&1 | tee "$OUT/benchmark.log"
+log "pytest exit status $tests_rc; page: $OUT/benchmarks_gpu.md"
+exit "$tests_rc"
