@@ -63,11 +63,14 @@ def test_quick_smoke_run_writes_the_table(tmp_path) -> None:
         ours, timm, mmp = (float(row[k]) for k in
                            ('ours', 'timm', 'mmpretrain'))
         assert min(ours, timm, mmp) > 0
-        # the ratio columns are ours over the other, from the same row
-        assert float(row['ours/timm'].rstrip('x')) == pytest.approx(
-            ours / timm, rel=0.02, abs=0.01)
-        assert float(row['ours/mmpretrain'].rstrip('x')) == pytest.approx(
-            ours / mmp, rel=0.02, abs=0.01)
+        # the ratio columns are ours over the other, from the same row,
+        # then the range of the rounds' ratios (one round here: a point)
+        for column, other in (('ours/timm', timm), ('ours/mmpretrain', mmp)):
+            ratio, low, high = map(float, re.fullmatch(
+                r'([\d.]+)x \(([\d.]+)-([\d.]+)\)', row[column]).groups())
+            assert ratio == pytest.approx(ours / other, rel=0.02, abs=0.01)
+            assert low == pytest.approx(ratio, abs=0.011)
+            assert high == pytest.approx(ratio, abs=0.011)
 
     (memory, ) = table(text, 'Peak training memory of the backbone (ours)')
     assert memory['input'] == '1x32x32'
@@ -83,3 +86,24 @@ def test_quick_smoke_run_writes_the_table(tmp_path) -> None:
     targets = table(text, 'Targets')
     assert len(targets) == 4
     assert all(t['met'] in ('yes', 'no') for t in targets)
+
+
+def test_round_ratios_and_the_target_count() -> None:
+    benchmark = load_benchmark()
+    # seconds per round; ours is faster in round 0 and slower in round 1
+    times = {'ours': [1.0, 2.0], 'timm': [1.5, 1.0]}
+    assert benchmark.round_ratio_range(times, 'timm') == (0.5, 1.5)
+
+    def row(ratio: float, low: float, high: float):
+        return benchmark.ThroughputRow(
+            device='cpu', size=(1, 8, 8), dtype='fp32', layout='NCHW',
+            pass_='forward', images_per_s={'ours': ratio, 'timm': 1.0},
+            spread=0., round_ratios={'timm': (low, high)})
+
+    rows = [row(1.1, 1.0, 1.2), row(0.95, 0.9, 1.05), row(0.8, 0.7, 0.9)]
+    text, met = benchmark._target(rows, 'timm', 1.0)
+    assert met == 'no'
+    assert text.startswith('1 of 3 cells; lowest 0.80x')
+    # only the third is below 1.0x in every round; the second is noise
+    assert text.endswith('below 1.0x in every round: 1 of 3 cells')
+    assert benchmark._ratio_cell(rows[1], 'timm') == '0.95x (0.90-1.05)'
