@@ -4,7 +4,7 @@
 #
 #   bash tools/fetch_gpu_check_wheels.sh [DEST=.whl] [PYTHON_VERSION=3.12]
 #
-# About 9 MB. Wheels only, no dependencies (the list names them all).
+# About 10 MB. Wheels only, no dependencies (the list names them all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${1:-.whl}
