@@ -53,6 +53,7 @@ def test_quick_smoke_run_writes_the_table(tmp_path) -> None:
 
     assert 'python tools/analysis/benchmark.py ' + ' '.join(argv) in text
     assert 'torch threads' in text and 'load average' in text
+    assert 'Incomplete' not in text
 
     rows = table(text, 'Backbone throughput (images/s)')
     # 1 size x (fp32, bf16) x 2 layouts x 2 passes
@@ -107,3 +108,24 @@ def test_round_ratios_and_the_target_count() -> None:
     # only the third is below 1.0x in every round; the second is noise
     assert text.endswith('below 1.0x in every round: 1 of 3 cells')
     assert benchmark._ratio_cell(rows[1], 'timm') == '0.95x (0.90-1.05)'
+
+
+def test_page_is_written_as_the_run_goes(tmp_path, monkeypatch) -> None:
+    """A run stopped at a time limit keeps the rows measured before."""
+    benchmark = load_benchmark()
+    out = tmp_path / 'benchmarks.md'
+    seen = {}
+
+    def stop_here(*args, **kwargs):
+        seen['page'] = out.read_text()
+        raise KeyboardInterrupt  # as a run killed at its limit
+    monkeypatch.setattr(benchmark, 'measure_memory', stop_here)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(['--arch', 'test', '--device', 'cpu', '--sizes',
+                        '1x32x32', '--parts', 'throughput', 'memory',
+                        '--repeats', '1', '--warmup', '0',
+                        '--out', str(out)])
+    page = seen['page']
+    assert '**Incomplete**' in page
+    # 1 size x (fp32, bf16) x 2 layouts x 2 passes, all before the stop
+    assert len(table(page, 'Backbone throughput (images/s)')) == 8

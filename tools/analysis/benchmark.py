@@ -260,7 +260,8 @@ def round_ratio_range(times: dict[str, list[float]], other: str
 
 
 def measure_throughput(settings: DeviceSettings, arch: str,
-                       contenders: list[str], log: Callable[[str], None]
+                       contenders: list[str], log: Callable[[str], None],
+                       on_row: Callable[[ThroughputRow], None] = lambda r: None
                        ) -> list[ThroughputRow]:
     device = settings.device
     torch.manual_seed(0)
@@ -293,6 +294,7 @@ def measure_throughput(settings: DeviceSettings, arch: str,
                     round_ratios={name: round_ratio_range(times, name)
                                   for name in times if name != 'ours'})
                 rows.append(row)
+                on_row(row)
                 log(f'{device.type} {fmt_size(size)} {dtype} {layout} '
                     f'{pass_}: ' + ', '.join(
                         f'{n} {v:.2f} img/s'
@@ -558,6 +560,11 @@ def render(report: dict) -> str:
         f'Written by `tools/analysis/benchmark.py` on {report["date"]}; '
         'rerun the command below rather than editing by hand.',
         '',
+    ]
+    if not report.get('complete', True):
+        lines += ['**Incomplete**: written after each part; the run had not '
+                  'finished (or was stopped) when this page was written.', '']
+    lines += [
         '## Machine and command',
         '',
         '| | |',
@@ -843,11 +850,25 @@ def main(argv: list[str] | None = None) -> dict:
             for d in devices})))
     report['versions'] = {'python': platform.python_version(),
                           **report['versions']}
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+
+    def write_page(complete: bool = False) -> None:
+        # after every throughput row and every part, so that a run stopped
+        # at a time limit (a GPU lent for minutes) keeps what it measured
+        report['load'][1] = os.getloadavg()[0]
+        report['complete'] = complete
+        with open(args.out, 'w') as f:
+            f.write(render(report))
+
+    def add_row(row: ThroughputRow) -> None:
+        report['throughput'].append(row)
+        write_page()
+
     for device in devices:
         settings = device_settings(args, device)
         parts = dict(
-            throughput=lambda: report['throughput'].extend(
-                measure_throughput(settings, args.arch, contenders, log)),
+            throughput=lambda: measure_throughput(
+                settings, args.arch, contenders, log, on_row=add_row),
             memory=lambda: report['memory'].append(measure_memory(
                 settings, args.arch, torch.get_num_threads(), log)),
             detector=lambda: report['detector'].append(measure_detector(
@@ -863,10 +884,8 @@ def main(argv: list[str] | None = None) -> dict:
                 notes.append(f'{part} on {device.type} failed: '
                              f'{type(error).__name__}: {error}')
                 log(notes[-1])
-    report['load'][1] = os.getloadavg()[0]
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        f.write(render(report))
+            write_page()
+    write_page(complete=True)
     log(f'wrote {args.out}')
     return report
 
