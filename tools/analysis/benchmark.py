@@ -85,7 +85,7 @@ class DeviceSettings:
     device: torch.device
     sizes: list[tuple[int, int, int]]
     amp_sizes: list[tuple[int, int, int]]
-    amp_dtypes: list[str]
+    dtypes: list[str]  # in the order they are measured
     mem_size: tuple[int, int, int]
     det_size: tuple[int, int, int]
     det_rois: int | None  # RoIs sampled per image and stage; None: config's
@@ -127,7 +127,8 @@ def device_settings(args: argparse.Namespace,
         device=device,
         sizes=args.sizes or sizes,
         amp_sizes=args.amp_sizes or args.sizes or amp_sizes,
-        amp_dtypes=['fp16', 'bf16'] if cuda else ['bf16'],
+        dtypes=args.dtypes or (['fp32', 'fp16', 'bf16'] if cuda
+                               else ['fp32', 'bf16']),
         mem_size=args.mem_size or mem_size,
         det_size=args.det_size or det_size,
         det_rois=args.det_rois or det_rois,
@@ -268,9 +269,9 @@ def measure_throughput(settings: DeviceSettings, arch: str,
     models = {name: build_backbone(name, arch).to(device)
               for name in contenders}
     rows = []
-    cells = [(size, 'fp32') for size in settings.sizes]
-    cells += [(size, dtype) for dtype in settings.amp_dtypes
-              for size in settings.amp_sizes]
+    cells = [(size, dtype) for dtype in settings.dtypes
+             for size in (settings.sizes if dtype == 'fp32'
+                          else settings.amp_sizes)]
     for size, dtype in cells:
         x = torch.randn(size[0], 3, size[1], size[2], device=device)
         for layout, memory_format in LAYOUTS.items():
@@ -756,6 +757,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='fp32 throughput inputs, BATCHxHxW')
     parser.add_argument('--amp-sizes', nargs='+', type=parse_size,
                         help='autocast throughput inputs (default: --sizes)')
+    parser.add_argument('--dtypes', nargs='+', choices=sorted(DTYPES),
+                        help='throughput dtypes, measured in this order '
+                        '(default: fp32 fp16 bf16 on a GPU, fp32 bf16 on a '
+                        'CPU; fp16 and bf16 under autocast)')
     parser.add_argument('--mem-size', type=parse_size)
     parser.add_argument('--det-size', type=parse_size)
     parser.add_argument('--det-rois', type=int,
