@@ -59,12 +59,14 @@ set -e
 # NCHW and channels-last. The page is rewritten after every row.
 if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then
   SETTINGS=(--device cpu --arch test --sizes 1x32x32 --mem-size 1x32x32
-            --det-size 1x64x64 --det-rois 8 --warmup 0 --repeats 1 --inner 1)
+            --det-size 1x64x64 --det-rois 8 --warmup 0 --repeats 1 --inner 1
+            --compiled-sizes 2x32x32 --compile-backend eager)
 else
   SETTINGS=(--device cuda --sizes 32x224x224 256x224x224 2x800x1216
             --warmup 2 --repeats 5 --inner 3)
 fi
-SETTINGS+=(--dtypes bf16 fp16 fp32)
+# then ours and timm compiled (inductor; bf16 channels-last forward at 224)
+SETTINGS+=(--dtypes bf16 fp16 fp32 --parts throughput compiled memory detector)
 log "benchmark (mmcv ops: $OPS)"
 "$PY" tools/analysis/benchmark.py "${SETTINGS[@]}" --mmcv-ops "$OPS" --strict \
   --out "$OUT/benchmarks_gpu.md" 2>&1 | tee "$OUT/benchmark.log"

@@ -47,6 +47,8 @@ def test_quick_smoke_run_writes_the_table(tmp_path) -> None:
             '--sizes', '1x32x32', '--amp-sizes', '1x32x32',
             '--mem-size', '1x32x32', '--det-size', '1x64x64',
             '--det-rois', '8', '--repeats', '1', '--warmup', '0',
+            '--parts', 'throughput', 'compiled', 'memory', 'detector',
+            '--compiled-sizes', '2x32x32', '--compile-backend', 'eager',
             '--out', str(out)]
     report = benchmark.main(argv)
     text = out.read_text()
@@ -72,6 +74,17 @@ def test_quick_smoke_run_writes_the_table(tmp_path) -> None:
             assert ratio == pytest.approx(ours / other, rel=0.02, abs=0.01)
             assert low == pytest.approx(ratio, abs=0.011)
             assert high == pytest.approx(ratio, abs=0.011)
+
+    (compiled, ) = table(
+        text, 'Compiled backbones: forward throughput (images/s)')
+    assert (compiled['input'], compiled['dtype']) == ('2x32x32', 'fp32')
+    ours, ours_c, timm_c = (float(compiled[k]) for k in
+                            ('ours', 'ours, compiled', 'timm, compiled'))
+    assert min(ours, ours_c, timm_c) > 0
+    assert float(compiled['ours compiled / timm compiled'].rstrip('x')) == \
+        pytest.approx(ours_c / timm_c, rel=0.02, abs=0.01)
+    assert float(compiled['ours compiled / ours'].rstrip('x')) == \
+        pytest.approx(ours_c / ours, rel=0.02, abs=0.01)
 
     (memory, ) = table(text, 'Peak training memory of the backbone (ours)')
     assert memory['input'] == '1x32x32'

@@ -33,10 +33,12 @@ def test_dry_run_writes_the_page(tmp_path) -> None:
     # every GPU test was collected (and skipped here: no CUDA)
     assert '5 skipped' in (out / 'pytest_gpu.log').read_text()
     page = (out / 'benchmarks_gpu.md').read_text()
-    assert '--dtypes bf16 fp16 fp32 --mmcv-ops mmcv --strict' in page
+    assert ('--dtypes bf16 fp16 fp32 --parts throughput compiled memory '
+            'detector --mmcv-ops mmcv --strict') in page
     assert 'Incomplete' not in page
     for dtype in ('bf16', 'fp16', 'fp32'):
         assert f'| {dtype} |' in page
-    for heading in ('Backbone throughput', 'Peak training memory',
+    for heading in ('Backbone throughput', 'Compiled backbones',
+                    'Peak training memory',
                     'Cascade Mask R-CNN T: one training iteration'):
         assert f'## {heading}' in page

@@ -18,6 +18,9 @@ In one run, on the CPU and on the GPU when one is present, it measures:
    (configs/cascade_convnext_t.py) against mmdet's own ConvNeXt config
    (mmpretrain's backbone), both with the same random weights and batch, and
    ours again under :class:`convnext_dense.models.fast.ChannelsLastHook`.
+4. Only with ``--parts ... compiled``: forward throughput of ours and timm
+   under ``torch.compile`` (channels-last; bf16 on the GPU), against ours
+   eager.
 
 Contenders are timed in alternation (the order rotates every round), after
 warm-up rounds, and the median of the timed rounds is reported, so a load
@@ -86,6 +89,7 @@ class DeviceSettings:
     sizes: list[tuple[int, int, int]]
     amp_sizes: list[tuple[int, int, int]]
     dtypes: list[str]  # in the order they are measured
+    compiled_sizes: list[tuple[int, int, int]]
     mem_size: tuple[int, int, int]
     det_size: tuple[int, int, int]
     det_rois: int | None  # RoIs sampled per image and stage; None: config's
@@ -129,6 +133,9 @@ def device_settings(args: argparse.Namespace,
         amp_sizes=args.amp_sizes or args.sizes or amp_sizes,
         dtypes=args.dtypes or (['fp32', 'fp16', 'bf16'] if cuda
                                else ['fp32', 'bf16']),
+        compiled_sizes=args.compiled_sizes or [
+            size for size in (args.sizes or sizes) if size[1:] == (224, 224)
+        ] or [(args.sizes or sizes)[0]],
         mem_size=args.mem_size or mem_size,
         det_size=args.det_size or det_size,
         det_rois=args.det_rois or det_rois,
@@ -300,6 +307,56 @@ def measure_throughput(settings: DeviceSettings, arch: str,
                     f'{pass_}: ' + ', '.join(
                         f'{n} {v:.2f} img/s'
                         for n, v in row.images_per_s.items()))
+    return rows
+
+
+def measure_compiled(settings: DeviceSettings, arch: str, backend: str,
+                     log: Callable[[str], None],
+                     on_row: Callable[[ThroughputRow], None] = lambda r: None
+                     ) -> list[ThroughputRow]:
+    """Forward throughput of ours and timm compiled, against ours eager.
+
+    Channels-last, in bf16 autocast on a GPU (fp32 on a CPU, where bf16 has
+    no hardware here). Ours through ``compile_backbone`` (the
+    ChannelsLastHook's ``compile=True``); timm through ``torch.compile`` with
+    the same ``dynamic=True``, so each compiles once for all batch sizes.
+    The first (warm-up) call of each compiles, and is not timed.
+    """
+    from convnext_dense.models.fast import compile_backbone
+
+    device = settings.device
+    dtype = 'bf16' if device.type == 'cuda' else 'fp32'
+    torch.manual_seed(0)
+    models = {}
+    for name in ('ours', 'ours, compiled', 'timm, compiled'):
+        model = build_backbone(name.split(',')[0], arch).to(device).eval()
+        model = model.to(memory_format=torch.channels_last)
+        if name == 'ours, compiled':
+            compile_backbone(model, backend=backend)
+        elif name == 'timm, compiled':
+            model = torch.compile(model, dynamic=True, backend=backend)
+        models[name] = model
+    rows = []
+    for size in settings.compiled_sizes:
+        x = torch.randn(size[0], 3, size[1], size[2], device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        steps = {name: backbone_step(model, x, False, DTYPES[dtype])
+                 for name, model in models.items()}
+        times = interleaved_times(
+            steps, DeviceSettings(**{**settings.__dict__,
+                                     'warmup': max(settings.warmup, 1)}))
+        row = ThroughputRow(
+            device=device.type, size=size, dtype=dtype,
+            layout='channels-last', pass_='forward',
+            images_per_s={name: size[0] / statistics.median(t)
+                          for name, t in times.items()},
+            spread=max(spread(t) for t in times.values()),
+            round_ratios={})
+        rows.append(row)
+        on_row(row)
+        log(f'{device.type} {fmt_size(size)} {dtype} channels-last forward, '
+            f'{backend}: ' + ', '.join(f'{n} {v:.2f} img/s'
+                                       for n, v in row.images_per_s.items()))
     return rows
 
 
@@ -641,6 +698,26 @@ def render(report: dict) -> str:
                          for n in ('timm', 'mmpretrain'))
             + f' | {_ratio_cell(row, "timm")} | '
             f'{_ratio_cell(row, "mmpretrain")} | {100 * row.spread:.0f}% |')
+    if report['compiled']:
+        lines += [
+            '', '## Compiled backbones: forward throughput (images/s)', '',
+            'Channels-last forward, random weights. "ours, compiled": '
+            '`compile_backbone` (`ChannelsLastHook(compile=True)`); "timm, '
+            'compiled": `torch.compile(model, dynamic=True)`; backend '
+            f'`{report["compile_backend"]}`. Compilation happens in the '
+            'untimed warm-up round.', '',
+            '| device | input | dtype | ours | ours, compiled | timm, '
+            'compiled | ours compiled / timm compiled | ours compiled / ours '
+            '| spread |', '|---|---|---|---|---|---|---|---|---|']
+        for row in report['compiled']:
+            ips = row.images_per_s
+            lines.append(
+                f'| {row.device} | {fmt_size(row.size)} | {row.dtype} | '
+                f'{ips["ours"]:.2f} | {ips["ours, compiled"]:.2f} | '
+                f'{ips["timm, compiled"]:.2f} | '
+                f'{ips["ours, compiled"] / ips["timm, compiled"]:.2f}x | '
+                f'{ips["ours, compiled"] / ips["ours"]:.2f}x | '
+                f'{100 * row.spread:.0f}% |')
     lines += [
         '', '## Peak training memory of the backbone (ours)', '',
         'One fp32 forward+backward. GPU: `torch.cuda.max_memory_allocated` '
@@ -752,7 +829,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'runs')
     parser.add_argument('--parts', nargs='+',
                         default=['throughput', 'memory', 'detector'],
-                        choices=['throughput', 'memory', 'detector'])
+                        choices=['throughput', 'memory', 'detector',
+                                 'compiled'],
+                        help='compiled (not by default): forward throughput '
+                        'of ours and timm under torch.compile')
+    parser.add_argument('--compiled-sizes', nargs='+', type=parse_size,
+                        help="the 'compiled' part's inputs (default: the "
+                        '224x224 ones of --sizes)')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile backend of the 'compiled' part "
+                        "('eager': dynamo's capture alone, for smoke runs)")
     parser.add_argument('--sizes', nargs='+', type=parse_size,
                         help='fp32 throughput inputs, BATCHxHxW')
     parser.add_argument('--amp-sizes', nargs='+', type=parse_size,
@@ -847,7 +933,8 @@ def main(argv: list[str] | None = None) -> dict:
         versions={m: _version(m) for m in (
             'torch', 'timm', 'mmpretrain', 'mmdet', 'mmcv', 'mmengine',
             'convnext_dense')},
-        throughput=[], memory=[], detector=[], notes=notes,
+        throughput=[], compiled=[], memory=[], detector=[], notes=notes,
+        compile_backend=args.compile_backend,
         clocks='; '.join(f'{d.type}: {clock(d)[1]}' for d in devices),
         det_rois=', '.join(sorted({
             f'{d.type}: ' + str(device_settings(args, d).det_rois or
@@ -874,6 +961,10 @@ def main(argv: list[str] | None = None) -> dict:
         parts = dict(
             throughput=lambda: measure_throughput(
                 settings, args.arch, contenders, log, on_row=add_row),
+            compiled=lambda: measure_compiled(
+                settings, args.arch, args.compile_backend, log,
+                on_row=lambda row: (report['compiled'].append(row),
+                                    write_page())),
             memory=lambda: report['memory'].append(measure_memory(
                 settings, args.arch, torch.get_num_threads(), log)),
             detector=lambda: report['detector'].append(measure_detector(
