@@ -33,8 +33,8 @@ def test_dry_run_writes_the_page(tmp_path) -> None:
     # every GPU test was collected (and skipped here: no CUDA)
     assert '5 skipped' in (out / 'pytest_gpu.log').read_text()
     page = (out / 'benchmarks_gpu.md').read_text()
-    assert ('--dtypes bf16 fp16 fp32 --parts throughput compiled memory '
-            'detector --mmcv-ops mmcv --strict') in page
+    assert ('--dtypes bf16 fp16 fp32 --parts throughput memory detector '
+            'compiled --mmcv-ops mmcv --strict') in page
     assert 'Incomplete' not in page
     for dtype in ('bf16', 'fp16', 'fp32'):
         assert f'| {dtype} |' in page
