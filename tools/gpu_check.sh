@@ -65,8 +65,9 @@ else
   SETTINGS=(--device cuda --sizes 32x224x224 256x224x224 2x800x1216
             --warmup 2 --repeats 5 --inner 3)
 fi
-# and last (an extra, the first to lose to a time limit) ours and timm
-# compiled (inductor; bf16 channels-last forward at 224)
+# Parts: those of the targets, then ours and timm compiled (inductor, bf16
+# channels-last forward at 224), an extra placed last so that a time limit
+# takes it first
 SETTINGS+=(--dtypes bf16 fp16 fp32 --parts throughput memory detector compiled)
 log "benchmark (mmcv ops: $OPS)"
 "$PY" tools/analysis/benchmark.py "${SETTINGS[@]}" --mmcv-ops "$OPS" --strict \
