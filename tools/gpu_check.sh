@@ -10,7 +10,8 @@
 # PYTHONPATH. Without WHEELS, the environment's own packages are used
 # (e.g. the .venv of tools/install.sh on a GPU machine). Where mmcv has no
 # compiled ops (mmcv-lite), the detector part runs on torchvision's RoIAlign
-# and NMS (tools/analysis/mmcv_ext_torchvision.py). About 5-7 min on an H200 (estimated; never run there yet).
+# and NMS (tools/analysis/mmcv_ext_torchvision.py). About 5-7 min on an H200
+# (estimated; never run there yet).
 # GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU at toy sizes, to check
 # an environment (and this script) before spending GPU time on it.
 set -euo pipefail
@@ -31,8 +32,11 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 "$PY" - <<'PYEOF' | tee "$OUT/environment.txt"
-import importlib.util, platform, sys
+import importlib.util
 import os
+import platform
+import sys
+
 import torch
 if not torch.cuda.is_available() and not os.environ.get('GPU_CHECK_DRY_RUN'):
     sys.exit('gpu_check: torch sees no CUDA device')
@@ -45,7 +49,11 @@ for name in ('torchvision', 'timm', 'mmengine', 'mmcv', 'mmdet', 'mmpretrain'):
     print(f'{name} {module.__version__} ({module.__file__})')
 print('mmcv compiled ops:', importlib.util.find_spec('mmcv._ext') is not None)
 PYEOF
-OPS=$("$PY" -c "import importlib.util as u; print('mmcv' if u.find_spec('mmcv._ext') else 'torchvision')")
+if grep -q '^mmcv compiled ops: True$' "$OUT/environment.txt"; then
+  OPS=mmcv
+else
+  OPS=torchvision
+fi
 
 log "pytest -m gpu"
 set +e

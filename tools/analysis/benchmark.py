@@ -44,7 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -127,15 +127,15 @@ def device_settings(args: argparse.Namespace,
         # mmdet's test scale is 1333x800; 320x320 keeps a CPU run in minutes
         det_size = (2, 800, 1333) if cuda else (2, 320, 320)
         det_rois = None
+    sizes = args.sizes or sizes
     return DeviceSettings(
         device=device,
-        sizes=args.sizes or sizes,
+        sizes=sizes,
         amp_sizes=args.amp_sizes or args.sizes or amp_sizes,
         dtypes=args.dtypes or (['fp32', 'fp16', 'bf16'] if cuda
                                else ['fp32', 'bf16']),
         compiled_sizes=args.compiled_sizes or [
-            size for size in (args.sizes or sizes) if size[1:] == (224, 224)
-        ] or [(args.sizes or sizes)[0]],
+            size for size in sizes if size[1:] == (224, 224)] or sizes[:1],
         mem_size=args.mem_size or mem_size,
         det_size=args.det_size or det_size,
         det_rois=args.det_rois or det_rois,
@@ -259,12 +259,34 @@ class ThroughputRow:
         return self.images_per_s['ours'] / self.images_per_s[other]
 
 
-def round_ratio_range(times: dict[str, list[float]], other: str
-                      ) -> tuple[float, float]:
+def round_ratio_range(times: dict[str, list[float]], other: str,
+                      ours: str = 'ours') -> tuple[float, float]:
     """(lowest, highest) over the timed rounds of ours/other in images/s."""
     ratios = [t_other / t_ours
-              for t_ours, t_other in zip(times['ours'], times[other])]
+              for t_ours, t_other in zip(times[ours], times[other])]
     return min(ratios), max(ratios)
+
+
+def timed_row(steps: dict[str, Callable[[], None]],
+              settings: DeviceSettings, size: tuple[int, int, int],
+              dtype: str, layout: str, pass_: str,
+              log: Callable[[str], None], label: str = '') -> ThroughputRow:
+    """Time the contenders of one table row in alternation, log and return
+    the row (the first contender is the one the ratios divide)."""
+    times = interleaved_times(steps, settings)
+    first = next(iter(times))
+    row = ThroughputRow(
+        device=settings.device.type, size=size, dtype=dtype, layout=layout,
+        pass_=pass_,
+        images_per_s={name: size[0] / statistics.median(t)
+                      for name, t in times.items()},
+        spread=max(spread(t) for t in times.values()),
+        round_ratios={name: round_ratio_range(times, name, first)
+                      for name in times if name != first})
+    log(f'{row.device} {fmt_size(size)} {dtype} {layout} {pass_}{label}: '
+        + ', '.join(f'{n} {v:.2f} img/s'
+                    for n, v in row.images_per_s.items()))
+    return row
 
 
 def measure_throughput(settings: DeviceSettings, arch: str,
@@ -292,21 +314,10 @@ def measure_throughput(settings: DeviceSettings, arch: str,
                     model.train(train)  # mmpretrain's train() returns None
                     steps[name] = backbone_step(model, xm, train,
                                                 DTYPES[dtype])
-                times = interleaved_times(steps, settings)
-                row = ThroughputRow(
-                    device=device.type, size=size, dtype=dtype,
-                    layout=layout, pass_=pass_,
-                    images_per_s={name: size[0] / statistics.median(t)
-                                  for name, t in times.items()},
-                    spread=max(spread(t) for t in times.values()),
-                    round_ratios={name: round_ratio_range(times, name)
-                                  for name in times if name != 'ours'})
+                row = timed_row(steps, settings, size, dtype, layout, pass_,
+                                log)
                 rows.append(row)
                 on_row(row)
-                log(f'{device.type} {fmt_size(size)} {dtype} {layout} '
-                    f'{pass_}: ' + ', '.join(
-                        f'{n} {v:.2f} img/s'
-                        for n, v in row.images_per_s.items()))
     return rows
 
 
@@ -342,21 +353,11 @@ def measure_compiled(settings: DeviceSettings, arch: str, backend: str,
         x = x.contiguous(memory_format=torch.channels_last)
         steps = {name: backbone_step(model, x, False, DTYPES[dtype])
                  for name, model in models.items()}
-        times = interleaved_times(
-            steps, DeviceSettings(**{**settings.__dict__,
-                                     'warmup': max(settings.warmup, 1)}))
-        row = ThroughputRow(
-            device=device.type, size=size, dtype=dtype,
-            layout='channels-last', pass_='forward',
-            images_per_s={name: size[0] / statistics.median(t)
-                          for name, t in times.items()},
-            spread=max(spread(t) for t in times.values()),
-            round_ratios={})
+        row = timed_row(
+            steps, replace(settings, warmup=max(settings.warmup, 1)), size,
+            dtype, 'channels-last', 'forward', log, label=f', {backend}')
         rows.append(row)
         on_row(row)
-        log(f'{device.type} {fmt_size(size)} {dtype} channels-last forward, '
-            f'{backend}: ' + ', '.join(f'{n} {v:.2f} img/s'
-                                       for n, v in row.images_per_s.items()))
     return rows
 
 
@@ -540,8 +541,7 @@ def measure_detector(settings: DeviceSettings, arch: str,
             torch.manual_seed(1)
             model.train_step(copy.deepcopy(batch), wrapper)
         steps[name] = step
-    times = interleaved_times(
-        steps, DeviceSettings(**{**settings.__dict__, 'inner': 1}))
+    times = interleaved_times(steps, replace(settings, inner=1))
     seconds = {name: statistics.median(t) for name, t in times.items()}
     for name, value in seconds.items():
         log(f'{device.type} detector {name}: {value:.3f} s/iter')
@@ -577,10 +577,6 @@ def machine_info() -> dict:
            else 'none')
     return dict(cpu=cpu, cores=os.cpu_count(), gpu=gpu,
                 threads=torch.get_num_threads(), bf16=', '.join(bf16))
-
-
-def _ratio(value: float | None) -> str:
-    return '-' if value is None else f'{value:.2f}x'
 
 
 def _ratio_cell(row: ThroughputRow, other: str) -> str:
@@ -952,19 +948,21 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.out, 'w') as f:
             f.write(render(report))
 
-    def add_row(row: ThroughputRow) -> None:
-        report['throughput'].append(row)
-        write_page()
+    def collect(key: str) -> Callable[[ThroughputRow], None]:
+        def add(row: ThroughputRow) -> None:
+            report[key].append(row)
+            write_page()
+        return add
 
     for device in devices:
         settings = device_settings(args, device)
         parts = dict(
             throughput=lambda: measure_throughput(
-                settings, args.arch, contenders, log, on_row=add_row),
+                settings, args.arch, contenders, log,
+                on_row=collect('throughput')),
             compiled=lambda: measure_compiled(
                 settings, args.arch, args.compile_backend, log,
-                on_row=lambda row: (report['compiled'].append(row),
-                                    write_page())),
+                on_row=collect('compiled')),
             memory=lambda: report['memory'].append(measure_memory(
                 settings, args.arch, torch.get_num_threads(), log)),
             detector=lambda: report['detector'].append(measure_detector(
