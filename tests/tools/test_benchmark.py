@@ -142,3 +142,27 @@ def test_page_is_written_as_the_run_goes(tmp_path, monkeypatch) -> None:
     assert '**Incomplete**' in page
     # 1 size x (fp32, bf16) x 2 layouts x 2 passes, all before the stop
     assert len(table(page, 'Backbone throughput (images/s)')) == 8
+
+
+def test_page_keeps_the_rows_of_a_part_stopped_midway(tmp_path,
+                                                      monkeypatch) -> None:
+    """Rows are written one by one, not only when their part ends."""
+    benchmark = load_benchmark()
+    out = tmp_path / 'benchmarks.md'
+    timed = benchmark.interleaved_times
+    seen = {}
+
+    def stop_at_the_fourth_row(steps, settings):
+        seen['calls'] = seen.get('calls', 0) + 1
+        if seen['calls'] == 4:
+            seen['page'] = out.read_text()
+            raise KeyboardInterrupt  # as a run killed at its limit
+        return timed(steps, settings)
+    monkeypatch.setattr(benchmark, 'interleaved_times',
+                        stop_at_the_fourth_row)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(['--arch', 'test', '--device', 'cpu', '--sizes',
+                        '1x32x32', '--parts', 'throughput', '--repeats', '1',
+                        '--warmup', '0', '--out', str(out)])
+    assert '**Incomplete**' in seen['page']
+    assert len(table(seen['page'], 'Backbone throughput (images/s)')) == 3
