@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
-# One-command install: a virtual environment with torch, mmcv compiled with
-# ops, mmengine, mmdet, mmsegmentation, timm and this package (editable).
+# One-command install: a virtual environment with torch, torchvision, mmcv,
+# mmengine, mmdet, mmsegmentation, timm and this package (editable).
 #
-#   bash tools/install.sh            # into ./.venv (CONVNEXT_DENSE_VENV overrides)
+#   bash tools/install.sh              # default: mmcv-lite, compiles nothing
+#   bash tools/install.sh --mmcv-ops   # mmcv 2.1.0 compiled with its ops
 #
-# mmcv has no wheel for current torch, so it is compiled once (about 15 min on
-# 2 cores) and the wheel is cached under ~/.cache/convnext_dense/mmcv, keyed by
-# mmcv, torch, Python and CPU/CUDA ops: a second install takes seconds and a
-# wheel is never reused against another torch. On a machine with nvcc and a
-# visible GPU the CUDA ops are built (FORCE_CUDA=1/0 overrides).
+# CONVNEXT_DENSE_VENV overrides the folder (./.venv).
+#
+# Default: mmcv-lite (mmcv's pure-Python build) on the newest torch pair.
+# The compiled ops that mmdet and mmseg reach (RoIAlign, NMS, ...) are served
+# by torch and torchvision from convnext_dense/ops/, installed in the place of
+# mmcv's missing extension when convnext_dense is imported.
+#
+# --mmcv-ops: every mmcv op, compiled from mmcv 2.1.0's sources (about 15-25
+# min on 2 cores) against torch 2.12.1, the newest torch whose headers it
+# compiles with (requirements/mmcv_ops.txt). The wheel is cached under
+# ~/.cache/convnext_dense/mmcv, keyed by mmcv, torch, Python and CPU/CUDA
+# ops, so a second install takes seconds and a wheel is never reused against
+# another torch. With nvcc and a visible GPU the CUDA ops are built
+# (FORCE_CUDA=1/0 overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MMCV_OPS=0
+for arg in "$@"; do
+  case "$arg" in
+    --mmcv-ops) MMCV_OPS=1 ;;
+    *) echo "usage: bash tools/install.sh [--mmcv-ops]" >&2; exit 2 ;;
+  esac
+done
 VENV=${CONVNEXT_DENSE_VENV:-.venv}
 CACHE=${CONVNEXT_DENSE_CACHE:-$HOME/.cache/convnext_dense}
 PYTHON=${PYTHON:-python3}
-MMCV_VERSION=$(sed -n 's/^mmcv==//p' requirements/mmcv.txt)
 
 log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -33,57 +49,71 @@ pip_install() {
   set -e
   return "$rc"
 }
+# mmcv and mmcv-lite install the same `mmcv` package: keep exactly one
+pip_uninstall() {
+  "$PY" -m pip uninstall --disable-pip-version-check -q -y "$@" >/dev/null 2>&1 || true
+}
 
-log "torch + torchvision (requirements/torch.txt)"
-pip_install -r requirements/torch.txt -r requirements/build.txt
-"$PY" -c "import torch, torchvision.ops" \
-  || { echo "torch/torchvision did not install" >&2; exit 1; }
-
-# ---- mmcv with compiled ops, cached by build key -----------------------------
-if [ -z "${FORCE_CUDA:-}" ]; then
-  if command -v nvcc >/dev/null && "$PY" -c "import torch,sys; sys.exit(not torch.cuda.is_available())"; then
-    FORCE_CUDA=1
-  else
-    FORCE_CUDA=0
+if [ "$MMCV_OPS" = 0 ]; then
+  log "torch + torchvision (requirements/torch.txt), mmcv-lite"
+  pip_uninstall mmcv
+  pip_install -r requirements/torch.txt -r requirements/build.txt \
+    -r requirements/mmcv.txt
+else
+  log "torch + torchvision for compiled mmcv (requirements/mmcv_ops.txt)"
+  pip_uninstall mmcv-lite
+  pip_install -r requirements/mmcv_ops.txt
+  MMCV_VERSION=2.1.0
+  if [ -z "${FORCE_CUDA:-}" ]; then
+    if command -v nvcc >/dev/null && "$PY" -c "import torch,sys; sys.exit(not torch.cuda.is_available())"; then
+      FORCE_CUDA=1
+    else
+      FORCE_CUDA=0
+    fi
   fi
-fi
-OPS=$([ "$FORCE_CUDA" = 1 ] && echo cuda || echo cpu)
-KEY=$("$PY" -c "import sys, torch; print(f'mmcv-$MMCV_VERSION-torch-{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}-$OPS')")
-WHEEL_DIR="$CACHE/mmcv/$KEY"
-MARKER="$VENV/.mmcv-build-key"
-if [ "$(cat "$MARKER" 2>/dev/null)" != "$KEY" ] || ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
-  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    log "compiling mmcv $MMCV_VERSION with $OPS ops (cache key $KEY); about 15 min on 2 cores"
-    BUILD=$(mktemp -d)
-    (cd "$BUILD" && MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-      "$OLDPWD/$PY" -m pip wheel --disable-pip-version-check --no-deps \
-      --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION" -w "$BUILD/out" \
-      > "$BUILD/build.log" 2>&1) \
-      || { tail -40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
-    mkdir -p "$WHEEL_DIR"
-    mv "$BUILD"/out/mmcv-*.whl "$WHEEL_DIR"/
-    rm -rf "$BUILD"
-  else
-    log "mmcv: cached wheel $KEY"
+  OPS=$([ "$FORCE_CUDA" = 1 ] && echo cuda || echo cpu)
+  KEY=$("$PY" -c "import sys, torch; print(f'mmcv-$MMCV_VERSION-torch-{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}-$OPS')")
+  WHEEL_DIR="$CACHE/mmcv/$KEY"
+  MARKER="$VENV/.mmcv-build-key"
+  if [ "$(cat "$MARKER" 2>/dev/null)" != "$KEY" ] || ! "$PY" -c "import mmcv._ext" 2>/dev/null; then
+    if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+      log "compiling mmcv $MMCV_VERSION with $OPS ops (cache key $KEY); about 15-25 min on 2 cores"
+      BUILD=$(mktemp -d)
+      (cd "$BUILD" && MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        "$OLDPWD/$PY" -m pip wheel --disable-pip-version-check --no-deps \
+        --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION" -w "$BUILD/out" \
+        > "$BUILD/build.log" 2>&1) \
+        || { tail -40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
+      mkdir -p "$WHEEL_DIR"
+      mv "$BUILD"/out/mmcv-*.whl "$WHEEL_DIR"/
+      rm -rf "$BUILD"
+    else
+      log "mmcv: cached wheel $KEY"
+    fi
+    pip_install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
+    echo "$KEY" > "$MARKER"
   fi
-  pip_install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
-  echo "$KEY" > "$MARKER"
 fi
 
 # benchmark.txt (mmpretrain, the benchmark's reference backbone) only adds
 # packages; installed here so the test suite runs the benchmark tool too
-log "mmengine, mmdet, mmsegmentation, timm, pycocotools, mmpretrain (requirements/)"
+log "mmengine, mmdet, mmsegmentation, timm, pycocotools, test tools (requirements/)"
 pip_install -r requirements/runtime.txt -r requirements/tests.txt \
-  -r requirements/benchmark.txt -r requirements/mmcv.txt
+  -r requirements/benchmark.txt
 pip_install --no-deps --no-build-isolation -e .
 
 "$PY" - <<'PY'
-import mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, torch, torchvision
-import convnext_dense
+import torch
+import convnext_dense  # installs the torch/torchvision ops where mmcv has none
+import mmcv, mmdet, mmengine, mmseg, timm, torchvision
 from mmcv.ops import nms
+from convnext_dense.ops import mmcv_ops_source
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
-nms(boxes, torch.tensor([0.9, 0.8]), 0.5)  # compiled ops really run
-print(f'[install] ok: torch {torch.__version__}, mmcv {mmcv.__version__} (ops), '
-      f'mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, '
-      f'mmseg {mmseg.__version__}, timm {timm.__version__}')
+nms(boxes, torch.tensor([0.9, 0.8]), 0.5)  # the ops really run
+print(f'[install] ok: torch {torch.__version__}, torchvision '
+      f'{torchvision.__version__}, mmcv {mmcv.__version__} '
+      f'(ops: {mmcv_ops_source()}), mmengine {mmengine.__version__}, '
+      f'mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, '
+      f'timm {timm.__version__}')
 PY
+"$PY" -m pip check --disable-pip-version-check

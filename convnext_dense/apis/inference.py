@@ -190,7 +190,7 @@ def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
     """Load a checkpoint into ``model``, refusing any mismatch.
 
     Reads the file with ``torch.load(weights_only=True)`` and the allow-list
-    of :mod:`convnext_dense.engine.safe_load`, so mmengine checkpoints of
+    of :mod:`convnext_dense.models.checkpoint_io`, so mmengine checkpoints of
     training runs load and crafted pickles do not.
 
     Returns:

@@ -1,9 +1,10 @@
 """Training machinery registered under the ``convnext_dense`` scope.
 
 Importing it (``custom_imports=dict(imports=['convnext_dense'])`` does)
-registers the layer-decay constructor and the hooks, the ``atomic_local``
-file backend, and allow-lists the types of mmengine checkpoints for
-``torch.load(weights_only=True)``, so ``--resume`` works on torch >= 2.6.
+registers the layer-decay constructor and the hooks and the ``atomic_local``
+file backend. (Checkpoint reading, the allow-list that lets ``--resume``
+work under ``torch.load(weights_only=True)`` included, is
+:mod:`convnext_dense.models.checkpoint_io`.)
 """
 from .atomic_save import AtomicLocalBackend, atomic_write
 from .data_checks import check_dataset_paths, explain_dataset_errors
@@ -12,9 +13,7 @@ from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
                     NonFiniteLossHook, ResumableRandomnessHook)
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config)
-from .safe_load import allow_mmengine_checkpoint_types
-
-allow_mmengine_checkpoint_types()
+from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend',

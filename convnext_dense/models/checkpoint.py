@@ -20,6 +20,8 @@ from collections.abc import Mapping
 import torch
 from mmengine.logging import print_log
 
+from .checkpoint_io import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
+
 # Each row: (official template, foreign template). ``{i}``/``{j}`` are stage
 # and block numbers, ``{p}`` a parameter name (weight or bias). Rows are
 # tried in order, so the stem row shadows the generic downsample row.
@@ -232,10 +234,12 @@ def from_official(state_dict: Mapping[str, torch.Tensor], fmt: str,
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint file without ever executing code from it.
+    """Read a checkpoint without ever executing code from it.
 
-    ``.safetensors`` files go through safetensors; everything else through
-    ``torch.load(weights_only=True)``. The wrapping keys ``model`` (official
+    A local path, a URL or a model-zoo name, read by
+    :func:`convnext_dense.models.checkpoint_io.load_checkpoint_file`
+    (safetensors, or ``torch.load(weights_only=True)``; URLs are downloaded
+    into the cache first). The wrapping keys ``model`` (official
     ImageNet files) and ``state_dict`` (mmengine/mmdet/mmseg files) are
     unwrapped.
 
@@ -245,14 +249,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             than tensors, or would need code execution to load.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not path.startswith(URL_PREFIXES + ZOO_PREFIXES) and not os.path.isfile(
+            os.path.expanduser(path)):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
-        if path.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            obj = load_file(path, device='cpu')
-        else:
-            obj = torch.load(path, map_location='cpu', weights_only=True)
+        obj = load_checkpoint_file(path, map_location='cpu')
     except Exception as err:  # pickle, zip and safetensors errors alike
         raise ValueError(
             f'cannot read checkpoint {path}: it is corrupt, truncated, or '

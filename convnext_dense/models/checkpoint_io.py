@@ -1,0 +1,337 @@
+"""Reading checkpoints: one reader for every file, path and URL scheme.
+
+Every checkpoint this package or mmengine loads ends in
+:func:`read_checkpoint_file`: ``.safetensors`` through safetensors, anything
+else through ``torch.load(weights_only=True)`` (passed explicitly, so no
+environment variable can turn it off) with one allow-list. A checkpoint can
+never run code.
+
+Remote names are downloaded first, atomically, into a cache
+(:func:`download`), then read from there by the same function:
+
+- ``http://`` and ``https://``;
+- the model-zoo names mmengine maps to a download (``torchvision://``,
+  ``modelzoo://``, ``open-mmlab://``, ``openmmlab://``, ``mmcls://``),
+  resolved through mmengine's own tables.
+
+Importing this module registers these loaders in mmengine's
+``CheckpointLoader`` in place of mmengine's own (which hand URLs to
+``torch.hub``'s loader, and that unpickles with ``weights_only=False``), so
+``tools/test.py CONFIG URL``, ``--resume URL``, ``load_from=URL`` and
+``init_cfg=dict(type='Pretrained', checkpoint=URL)`` all read safely.
+
+Why ``weights_only=True`` still loads mmengine's resume checkpoints: since
+torch 2.6 it is torch's default, and mmengine 0.10.7 resume checkpoints hold
+more than tensors (the message hub's ``HistoryBuffer`` objects and the numpy
+arrays and scalars in them), so stock resume fails with "Weights only load
+failed". The allow-list admits exactly the globals those checkpoints were measured to
+contain (listed by ``torch.serialization.get_unsafe_globals_in_checkpoint``
+on checkpoints of an mmengine toy run and of the detection and segmentation
+configs):
+
+- ``numpy.ndarray``, ``numpy.dtype``, numpy's ``_reconstruct`` and
+  ``scalar``, and the dtype classes of the boolean, integer and floating
+  dtypes (numpy 2 builds a dtype as an instance of e.g.
+  ``numpy.dtypes.Float64DType``): how numpy pickles arrays and scalars. They
+  build data; none runs code the checkpoint chooses. Object, string and
+  structured dtypes are left out: mmengine's buffers and metrics are numbers.
+  Both module paths of the reconstructors (``numpy.core`` of numpy 1,
+  ``numpy._core`` of numpy 2) map to the same functions, so a checkpoint
+  written under either numpy loads under the other.
+- ``mmengine.logging.HistoryBuffer``: the logged scalars of the message hub.
+- ``builtins.getattr``, but only as :func:`_history_buffer_statistic`:
+  ``HistoryBuffer.__getstate__`` stores its statistics methods
+  (``HistoryBuffer.min`` ...), which pickle writes as
+  ``getattr(HistoryBuffer, 'min')``. The stand-in returns those four methods
+  and refuses anything else, so a checkpoint cannot use ``getattr`` to reach
+  other attributes (and ``HistoryBuffer.__setstate__``, which puts these
+  methods into a class-level table, only ever receives mmengine's own).
+
+Nothing else is added; ``weights_only`` is never turned off.
+
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import pickle
+import urllib.request
+import uuid
+import zipfile
+from typing import Any, Callable, Optional
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from mmengine.dist import barrier, get_dist_info
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import checkpoint as mmengine_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader
+
+# the numbers a HistoryBuffer or a logged metric may hold
+NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
+                  'uint16', 'uint32', 'uint64', 'float16', 'float32',
+                  'float64')
+# HistoryBuffer._set_default_statistics registers exactly these
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_statistic(obj: Any, name: str) -> Callable:
+    """``getattr`` restricted to HistoryBuffer's own statistics methods.
+
+    Stands in for ``builtins.getattr`` while unpickling with
+    ``weights_only=True``.
+
+    Raises:
+        pickle.UnpicklingError: For any other object or attribute.
+    """
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only '
+        f'HistoryBuffer.{{{", ".join(HISTORY_BUFFER_STATISTICS)}}} are '
+        'allowed in a checkpoint')
+
+
+def _numpy_reconstructors() -> list[tuple[Callable, str]]:
+    """numpy's array and scalar reconstructors under both module paths."""
+    try:
+        multiarray = np._core.multiarray  # numpy >= 2
+    except AttributeError:  # pragma: no cover - numpy 1.x
+        multiarray = np.core.multiarray
+    return [(getattr(multiarray, name), f'{module}.multiarray.{name}')
+            for name in ('_reconstruct', 'scalar')
+            for module in ('numpy.core', 'numpy._core')]
+
+
+def mmengine_checkpoint_safe_globals() -> list[Any]:
+    """The allow-list, in the form ``torch.serialization.add_safe_globals``
+    takes: objects, or ``(object, 'module.qualname')`` pairs where the name a
+    checkpoint uses differs from the object's own."""
+    return [
+        np.ndarray,
+        np.dtype,
+        # numpy 2: each dtype is an instance of its own class; in numpy 1,
+        # type(np.dtype(...)) is np.dtype itself, listed already
+        *(type(np.dtype(name)) for name in NUMERIC_DTYPES),
+        *_numpy_reconstructors(),
+        HistoryBuffer,
+        (_history_buffer_statistic, 'builtins.getattr'),
+    ]
+
+
+def allow_mmengine_checkpoint_types() -> None:
+    """Allow-lists the types of mmengine checkpoints for ``weights_only``
+    loading. Idempotent: entries already allowed are not added again."""
+    allowed = set(torch.serialization.get_safe_globals())
+    missing = [
+        entry for entry in mmengine_checkpoint_safe_globals()
+        if entry not in allowed
+    ]
+    if missing:
+        torch.serialization.add_safe_globals(missing)
+
+
+
+
+# ---------------------------------------------------------------------------
+# one reader
+# ---------------------------------------------------------------------------
+
+def read_checkpoint_file(filename: str,
+                         map_location: Any = 'cpu') -> Any:
+    """Read a local checkpoint file without ever running code from it.
+
+    ``.safetensors`` files go through safetensors; anything else through
+    ``torch.load(weights_only=True)`` with the allow-list above.
+
+    Args:
+        filename: Local path; ``~`` is expanded.
+        map_location: As in ``torch.load``. Defaults to 'cpu'.
+
+    Returns:
+        What the file holds (a dict for every checkpoint this package reads).
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        pickle.UnpicklingError: If the file holds objects outside the
+            allow-list: a crafted file, or not a checkpoint.
+        RuntimeError: If the file is truncated, not ``torch.save`` output,
+            or an unreadable safetensors file.
+    """
+    allow_mmengine_checkpoint_types()
+    filename = osp.expanduser(os.fspath(filename))
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    if filename.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        try:
+            device = map_location if isinstance(map_location, str) else 'cpu'
+            return load_file(filename, device=device)
+        except Exception as err:  # safetensors raises its own error types
+            raise RuntimeError(
+                f'{filename} is not a readable safetensors file '
+                f'({type(err).__name__}: {err})') from err
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'{filename} contains objects that are not allowed in a '
+            'checkpoint, so it was not loaded (a checkpoint written by '
+            'mmengine or torch.save of tensors only loads; a crafted file '
+            f'would run code). {err}') from None
+    except (RuntimeError, OSError, EOFError) as err:
+        if zipfile.is_zipfile(filename):
+            # a readable archive: the error is about its contents
+            raise RuntimeError(f'{filename}: {err}') from err
+        raise RuntimeError(
+            f'{filename} is not a complete checkpoint: truncated (e.g. '
+            'by a crash while it was written) or not written by torch.save '
+            f'({type(err).__name__}: {err})') from err
+
+
+# ---------------------------------------------------------------------------
+# downloads
+# ---------------------------------------------------------------------------
+
+URL_PREFIXES = ('http://', 'https://')
+# names mmengine resolves to a download through its model-zoo tables
+ZOO_PREFIXES = ('torchvision://', 'modelzoo://', 'open-mmlab://',
+                'openmmlab://', 'mmcls://')
+
+
+def cache_dir() -> str:
+    """Where downloaded checkpoints are kept:
+    ``$CONVNEXT_DENSE_CACHE/checkpoints``, by default
+    ``~/.cache/convnext_dense/checkpoints``."""
+    root = os.environ.get('CONVNEXT_DENSE_CACHE',
+                          osp.join('~', '.cache', 'convnext_dense'))
+    return osp.join(osp.expanduser(root), 'checkpoints')
+
+
+def _fetch(url: str, dst: str, chunk: int = 1 << 20) -> None:
+    """Download ``url`` to ``dst`` atomically: into a hidden file next to it,
+    flushed to disk, then renamed. A broken download leaves no ``dst``."""
+    directory, base = osp.split(dst)
+    tmp = osp.join(directory, f'.{base}.{uuid.uuid4().hex}.part')
+    print_log(f'downloading {url} to {dst}', logger='current')
+    try:
+        with urllib.request.urlopen(url) as response, open(tmp, 'xb') as out:
+            total = int(response.headers.get('Content-Length') or 0)
+            done, reported = 0, 0
+            while True:
+                data = response.read(chunk)
+                if not data:
+                    break
+                out.write(data)
+                done += len(data)
+                if done - reported >= 64 * chunk:  # a line every 64 MiB
+                    reported = done
+                    print_log(f'  {done >> 20} MiB' +
+                              (f' of {total >> 20} MiB' if total else ''),
+                              logger='current')
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def download(url: str, directory: Optional[str] = None) -> str:
+    """The local path of ``url``, downloaded into the cache if not there.
+
+    The file is named after the last part of the URL's path; one that is
+    already cached is not downloaded again (and is read, like any file,
+    with :func:`read_checkpoint_file`). In a distributed run, rank 0
+    downloads while the others wait.
+
+    Args:
+        url: An ``http://`` or ``https://`` URL.
+        directory: The cache folder. Defaults to :func:`cache_dir`.
+
+    Returns:
+        The path of the cached file.
+    """
+    directory = directory or cache_dir()
+    name = osp.basename(urlparse(url).path) or 'checkpoint.pth'
+    dst = osp.join(directory, name)
+    rank, world_size = get_dist_info()
+    if rank == 0 and not osp.isfile(dst):
+        os.makedirs(directory, exist_ok=True)
+        _fetch(url, dst)
+    if world_size > 1:
+        barrier()
+    return dst
+
+
+def _zoo_url(filename: str) -> str:
+    """The URL (or mmengine-home path) mmengine's tables give a zoo name."""
+    ckpt = mmengine_checkpoint
+    prefix = next(p for p in ZOO_PREFIXES if filename.startswith(p))
+    name = filename[len(prefix):]
+    if prefix in ('torchvision://', 'modelzoo://'):
+        table = ckpt.get_torchvision_models()
+    elif prefix == 'mmcls://':
+        table = ckpt.get_mmcls_models()
+    else:
+        table = ckpt.get_external_models()
+        name = ckpt.get_deprecated_model_names().get(name, name)
+    if name not in table:
+        raise KeyError(f'{filename}: mmengine knows no model {name!r} '
+                       f'under {prefix}')
+    url = table[name]
+    if url.startswith(URL_PREFIXES):
+        return url
+    return osp.join(ckpt._get_mmengine_home(), url)  # open-mmlab local files
+
+
+def local_path(filename: str) -> str:
+    """A local path for any checkpoint name: a path (``~`` expanded), a URL
+    (downloaded, see :func:`download`) or a model-zoo name."""
+    filename = os.fspath(filename)
+    if filename.startswith(ZOO_PREFIXES):
+        filename = _zoo_url(filename)
+    if filename.startswith(URL_PREFIXES):
+        return download(filename)
+    return osp.expanduser(filename)
+
+
+def load_checkpoint_file(filename: str, map_location: Any = 'cpu') -> Any:
+    """Read a checkpoint given by any name :func:`local_path` takes."""
+    checkpoint = read_checkpoint_file(local_path(filename), map_location)
+    if os.fspath(filename).startswith('mmcls://'):
+        checkpoint = mmengine_checkpoint._process_mmcls_checkpoint(checkpoint)
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------
+# mmengine's CheckpointLoader: every scheme through the reader above
+# ---------------------------------------------------------------------------
+
+def load_from_local(filename: str, map_location: Any = None) -> Any:
+    """mmengine's loader for local paths (the empty prefix)."""
+    return read_checkpoint_file(filename, map_location)
+
+
+def load_from_remote(filename: str, map_location: Any = None,
+                     **_: Any) -> Any:
+    """mmengine's loader for URLs and zoo names (download, then read)."""
+    return load_checkpoint_file(filename, map_location)
+
+
+def register_safe_loaders() -> None:
+    """Make mmengine read every local path, URL and zoo name through
+    :func:`read_checkpoint_file`. Idempotent."""
+    CheckpointLoader.register_scheme('', load_from_local, force=True)
+    CheckpointLoader.register_scheme(URL_PREFIXES + ZOO_PREFIXES,
+                                     load_from_remote, force=True)
+    # mmengine's zoo loaders call this module-level name; a third-party
+    # scheme that does too gets the safe reader
+    mmengine_checkpoint.load_from_http = load_from_remote
+
+
+register_safe_loaders()
+allow_mmengine_checkpoint_types()
