@@ -1,5 +1,5 @@
 # UperNet + ConvNeXt-B (ImageNet-1K pretrained) on ADE20K, 512x512 crops,
-# 160k iterations x 16 images. Paper (REFERENCE.md §5): 49.1 mIoU
+# 160k iterations x 16 images. Paper (docs/reference.md §5): 49.1 mIoU
 # single-scale, 49.9 multi-scale + flip.
 _base_ = ['./_base_/upernet_convnext_ade20k_512.py']
 

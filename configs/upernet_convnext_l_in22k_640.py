@@ -1,5 +1,5 @@
 # UperNet + ConvNeXt-L (ImageNet-22K pretrained) on ADE20K, 640x640 crops,
-# 160k iterations x 16 images. Paper (REFERENCE.md §5): 53.2 mIoU
+# 160k iterations x 16 images. Paper (docs/reference.md §5): 53.2 mIoU
 # single-scale, 53.7 multi-scale + flip.
 _base_ = ['./_base_/upernet_convnext_ade20k_640.py']
 

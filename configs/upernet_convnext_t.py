@@ -1,5 +1,5 @@
 # UperNet + ConvNeXt-T (ImageNet-1K pretrained) on ADE20K, 512x512 crops,
-# 160k iterations x 16 images. Paper (REFERENCE.md §5): 46.0 mIoU
+# 160k iterations x 16 images. Paper (docs/reference.md §5): 46.0 mIoU
 # single-scale, 46.7 multi-scale + flip.
 _base_ = ['./_base_/upernet_convnext_ade20k_512.py']
 

@@ -44,9 +44,9 @@ needs_mm = pytest.mark.skipif(
 def closed_form_classifier(depths, dims, size: int, num_classes: int = 1000
                            ) -> dict[str, int]:
     """Parameters and per-operator multiply-adds of a ConvNeXt classifier
-    on one size x size image, derived from the architecture (REFERENCE.md
-    §1). Layer norms count 5 per element, mmengine's rule for an affine
-    norm."""
+    on one size x size image, derived from the architecture
+    (docs/reference.md §1). Layer norms count 5 per element, mmengine's rule
+    for an affine norm."""
     params = conv = linear = norm_elements = 0
     res = size // 4
     # stem: 4x4 conv stride 4, then LN

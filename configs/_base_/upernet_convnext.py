@@ -1,6 +1,6 @@
 # UperNet on a ConvNeXt backbone, ADE20K, 160k iterations: what every
-# segmentation config shares (REFERENCE.md §5). The variants set the arch,
-# drop path, checkpoint, head widths and num_layers; the crop-size bases
+# segmentation config shares (docs/reference.md §5). The variants set the
+# arch, drop path, checkpoint, head widths and num_layers; the crop-size bases
 # (upernet_convnext_ade20k_{512,640}.py) add the data and the test mode.
 #
 # mmseg's UperNet base supplies the heads as the paper uses them: UPerHead

@@ -1,4 +1,5 @@
-# ADE20K at 640x640 crops for the UperNet-ConvNeXt configs (REFERENCE.md §5).
+# ADE20K at 640x640 crops for the UperNet-ConvNeXt configs
+# (docs/reference.md §5).
 # mmseg's dataset base holds the training pipeline as the paper runs it:
 # resize to (2560, 640) x a ratio in 0.5..2.0 (keep aspect), RandomCrop to
 # 640x640 with cat_max_ratio 0.75, flip 0.5, PhotoMetricDistortion; the

@@ -1,7 +1,7 @@
 """Layer-wise learning-rate decay for fine-tuning a ConvNeXt dense model.
 
-The official rule (REFERENCE.md §3): every parameter of the whole model gets a
-layer id in 0..N+1, N = ``num_layers``, and trains at
+The official rule (docs/reference.md §3): every parameter of the whole model
+gets a layer id in 0..N+1, N = ``num_layers``, and trains at
 
     lr = base_lr * decay_rate ** (N + 1 - id)
 

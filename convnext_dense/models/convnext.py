@@ -309,7 +309,7 @@ class ConvNeXt(BaseModule):
         Args:
             name: Parameter name relative to this module, e.g.
                 ``'stages.2.4.pwconv1.weight'``.
-            decay_type: 'layer_wise' or 'stage_wise' (REFERENCE.md §3).
+            decay_type: 'layer_wise' or 'stage_wise' (docs/reference.md §3).
 
         Returns:
             An id in 0..num_layers + 1; a parameter of id ``i`` is scaled by

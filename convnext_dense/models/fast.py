@@ -2,7 +2,7 @@
 
 ConvNeXt's 7x7 depthwise convolution runs through cuDNN only in channels-last
 layout, and its channels-first LayerNorms are free permutes there
-(REFERENCE.md §6). This module makes a whole mmdet/mmseg model run
+(docs/reference.md §6). This module makes a whole mmdet/mmseg model run
 channels-last, inputs included, and optionally compiles the backbone:
 
 - :func:`convert_to_channels_last` converts the 4-D weights of a model.

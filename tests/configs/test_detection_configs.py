@@ -1,6 +1,6 @@
 """Tests of the detection configs (configs/cascade_*.py, mask_rcnn_*.py).
 
-Every config is checked against the paper's settings (REFERENCE.md §4),
+Every config is checked against the paper's settings (docs/reference.md §4),
 written out below as a table, and every config builds its detector (with
 the tiny 'test' backbone substituted) and computes finite losses on one
 64x64 image.
@@ -25,7 +25,7 @@ from convnext_dense.models import ConvNeXt  # noqa: E402
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 
-# REFERENCE.md §4, one row per config; checkpoint names are the official
+# docs/reference.md §4, one row per config; checkpoint names are the official
 # files under checkpoints/. The 1x rows were not released: lr and decay are
 # the T 3x ones, drop path the cascade's for the same variant (assumed).
 COLUMNS = ('arch', 'drop_path', 'lr', 'decay_rate', 'num_layers', 'fp16',

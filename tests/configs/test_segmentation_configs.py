@@ -1,6 +1,6 @@
 """Tests of the segmentation configs (configs/upernet_convnext_*.py).
 
-Every config is checked against the paper's settings (REFERENCE.md §5),
+Every config is checked against the paper's settings (docs/reference.md §5),
 written out below as a table; its heads must take exactly what its backbone
 gives; and every config builds its segmentor (with the tiny 'test' backbone
 substituted) and computes finite losses and a sliding-window prediction on
@@ -27,7 +27,7 @@ from convnext_dense.models import ConvNeXt  # noqa: E402
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 
-# REFERENCE.md §5, one row per config; checkpoint names are the official
+# docs/reference.md §5, one row per config; checkpoint names are the official
 # ImageNet files under checkpoints/
 COLUMNS = ('arch', 'crop', 'drop_path', 'lr', 'num_layers', 'fp16',
            'checkpoint')

@@ -3,8 +3,8 @@
 decay_rate=2 makes every expected lr base_lr * 2 ** (N + 1 - id), a power of
 two times base_lr, so each is compared with ``==`` (a rate above 1 is no
 use in training, but it is exact in floating point). The expected layer ids
-and weight decays are tables written from REFERENCE.md §3, not derived from
-the backbone's get_layer_id.
+and weight decays are tables written from docs/reference.md §3, not derived
+from the backbone's get_layer_id.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ S_DEPTHS = (3, 3, 27, 3)
 BASE_LR = 1e-3
 BASE_WD = 0.05
 
-# REFERENCE.md §3, layer_wise: the id of each block of stage 2 ("3 + b // 3")
+# docs/reference.md §3, layer_wise: the id of each block of stage 2
+# ("3 + b // 3")
 STAGE2_IDS = {
     T_DEPTHS: [3, 3, 3, 4, 4, 4, 5, 5, 5],
     S_DEPTHS: [3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8,
@@ -55,7 +56,7 @@ class StandInDetector(nn.Module):
 
 
 def expected_layer_id(name: str, depths, decay_type: str) -> int:
-    """The id of a stand-in detector parameter, read off REFERENCE.md §3."""
+    """The id of a stand-in detector parameter, per docs/reference.md §3."""
     n = NUM_LAYERS[depths]
     parts = name.split('.')
     if parts[0] != 'backbone' or parts[1] not in ('downsample_layers',
@@ -166,7 +167,7 @@ def test_grn_parameters_do_not_decay_although_4d():
 
 
 def test_reference_scales():
-    """The scales REFERENCE.md §3 recomputes for the published configs."""
+    """The scales docs/reference.md §3 gives for the published configs."""
     model = StandInDetector(T_DEPTHS)
     cascade = settings_by_name(model, build(
         model, decay_rate=0.7, decay_type='layer_wise',

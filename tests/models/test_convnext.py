@@ -346,7 +346,7 @@ def test_gradients_reach_every_parameter(arch: str, out_indices) -> None:
         assert param.grad.abs().sum() > 0, name
 
 
-# -- layer-wise decay ids (REFERENCE.md §3) -----------------------------------
+# -- layer-wise decay ids (docs/reference.md §3) ------------------------------
 def _tiny_expected_ids(decay_type: str) -> dict[str, int]:
     """The official id of every parameter group of ConvNeXt-T (N = 6)."""
     n = 6
@@ -386,7 +386,7 @@ def test_get_layer_id_table_for_tiny(decay_type: str) -> None:
 
 
 def test_layer_scales_reproduce_reference_numbers() -> None:
-    """REFERENCE.md §3 recomputed scales: lr scale = rate ** (N + 1 - id)."""
+    """The scales of docs/reference.md §3: lr scale = rate ** (N + 1 - id)."""
     with torch.device('meta'):
         model = ConvNeXt('tiny')
     n = model.num_layers

@@ -894,7 +894,7 @@ def main(argv: list[str] | None = None) -> dict:
                      'detectors alike.')
     if torch.cuda.is_available():
         # TF32 matmuls and convolutions in the fp32 GPU rows, as the paper's
-        # A100 numbers (REFERENCE.md §6); cuDNN picks its fastest kernels
+        # A100 numbers (docs/reference.md §6); cuDNN picks its fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
