@@ -4,6 +4,8 @@ Importing the package registers everything under the ``convnext_dense``
 registry scope; configs load it with
 ``custom_imports=dict(imports=['convnext_dense'], allow_failed_imports=False)``.
 """
+# first: mmcv's missing compiled ops, before anything imports mmcv.ops
+from . import ops  # noqa: F401,I001
 from . import models  # noqa: F401  (registers ConvNeXt)
 from . import engine  # noqa: F401
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS

@@ -10,7 +10,7 @@
 # PYTHONPATH. Without WHEELS, the environment's own packages are used
 # (e.g. the .venv of tools/install.sh on a GPU machine). Where mmcv has no
 # compiled ops (mmcv-lite), the detector part runs on torchvision's RoIAlign
-# and NMS (tools/analysis/mmcv_ext_torchvision.py). About 5-7 min on an H200
+# and NMS (convnext_dense/ops/). About 5-7 min on an H200
 # (estimated; never run there yet).
 # GPU_CHECK_DRY_RUN=1 runs the same steps on the CPU at toy sizes, to check
 # an environment (and this script) before spending GPU time on it.
@@ -47,13 +47,10 @@ print('python', platform.python_version(), '| torch', torch.__version__,
 for name in ('torchvision', 'timm', 'mmengine', 'mmcv', 'mmdet', 'mmpretrain'):
     module = __import__(name)
     print(f'{name} {module.__version__} ({module.__file__})')
-print('mmcv compiled ops:', importlib.util.find_spec('mmcv._ext') is not None)
+from convnext_dense.ops import mmcv_ops_source
+print('mmcv ops from:', mmcv_ops_source())
 PYEOF
-if grep -q '^mmcv compiled ops: True$' "$OUT/environment.txt"; then
-  OPS=mmcv
-else
-  OPS=torchvision
-fi
+OPS=$(sed -n 's/^mmcv ops from: //p' "$OUT/environment.txt")
 
 log "pytest -m gpu"
 set +e
@@ -78,7 +75,7 @@ fi
 # takes it first
 SETTINGS+=(--dtypes bf16 fp16 fp32 --parts throughput memory detector compiled)
 log "benchmark (mmcv ops: $OPS)"
-"$PY" tools/analysis/benchmark.py "${SETTINGS[@]}" --mmcv-ops "$OPS" --strict \
+"$PY" tools/analysis/benchmark.py "${SETTINGS[@]}" --strict \
   --out "$OUT/benchmarks_gpu.md" 2>&1 | tee "$OUT/benchmark.log"
 log "pytest exit status $tests_rc; page: $OUT/benchmarks_gpu.md"
 exit "$tests_rc"

@@ -101,6 +101,11 @@ log "mmengine, mmdet, mmsegmentation, timm, pycocotools, test tools (requirement
 pip_install -r requirements/runtime.txt -r requirements/tests.txt \
   -r requirements/benchmark.txt
 pip_install --no-deps --no-build-isolation -e .
+# any import order: a start-up finder serves mmcv._ext from convnext_dense.ops
+# where mmcv has no compiled ops (convnext_dense/ops/startup/)
+SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+printf '%s\nimport convnext_dense_mmcv_hook\n' "$PWD/convnext_dense/ops/startup" \
+  > "$SITE/convnext_dense_mmcv_ext.pth"
 
 "$PY" - <<'PY'
 import torch

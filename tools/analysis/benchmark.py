@@ -861,12 +861,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--strict', action='store_true',
                         help='raise when a part fails instead of noting it '
                         'in the page')
-    parser.add_argument('--mmcv-ops', default='mmcv',
-                        choices=['mmcv', 'torchvision'],
-                        help="torchvision: with mmcv-lite (no compiled ops), "
-                        'run the detector part on torchvision stand-ins for '
-                        'RoIAlign and NMS (tools/analysis/'
-                        'mmcv_ext_torchvision.py)')
     parser.add_argument('--memory-child', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -885,12 +879,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     notes = []
-    if args.mmcv_ops == 'torchvision':
-        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-        import mmcv_ext_torchvision
-        mmcv_ext_torchvision.install()
-        notes.append('mmcv-lite with torchvision stand-ins for its RoIAlign '
-                     'and NMS ops (`--mmcv-ops torchvision`), in both '
+    from convnext_dense.ops import mmcv_ops_source
+    if mmcv_ops_source() == 'torchvision':
+        notes.append('mmcv-lite: the detectors\' RoIAlign and NMS run on '
+                     'convnext_dense.ops (torch/torchvision), in both '
                      'detectors alike.')
     if torch.cuda.is_available():
         # TF32 matmuls and convolutions in the fp32 GPU rows, as the paper's
