@@ -27,4 +27,4 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
 
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, scope=SCOPE,
-    locations=['convnext_dense.engine', 'convnext_dense.models'])
+    locations=['convnext_dense.engine'])

@@ -25,7 +25,7 @@ import torch
 
 pytest.importorskip('mmdet')
 
-from convnext_dense.datasets import generate_toy_coco  # noqa: E402
+from convnext_dense.toy_data import generate_toy_coco  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / 'configs' / 'demo' / 'cascade_convnext_demo.py')

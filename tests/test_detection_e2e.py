@@ -1,7 +1,7 @@
 """End-to-end detection runs through the command-line tools.
 
 tools/train.py and tools/test.py run as subprocesses, as a user runs them,
-on a toy COCO set (convnext_dense.datasets.toy_coco) written into a
+on a toy COCO set (convnext_dense.toy_data.toy_coco) written into a
 temporary working directory, with the CPU demo config: a few training
 iterations, COCO box and mask evaluation, painted predictions and a
 prediction dump. The full demo (learning to a useful AP) is marked slow.
@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from convnext_dense.datasets.toy_coco import generate_toy_coco  # noqa: E402
+from convnext_dense.toy_data.toy_coco import generate_toy_coco  # noqa: E402
 from tool_runs import REPO, metric, run_tool  # noqa: E402
 
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'cascade_convnext_demo.py')

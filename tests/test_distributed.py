@@ -80,7 +80,7 @@ def test_detector_two_ranks_identical_parameters(tmp_path):
     and stay identical; only running statistics are per rank.
     """
     pytest.importorskip('mmdet')
-    from convnext_dense.datasets import generate_toy_coco
+    from convnext_dense.toy_data import generate_toy_coco
     generate_toy_coco(tmp_path / 'data', num_train=4, num_val=2,
                       image_size=64, seed=0)
     config = write_detector_config(

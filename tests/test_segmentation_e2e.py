@@ -1,7 +1,7 @@
 """End-to-end segmentation runs through the command-line tools.
 
 tools/train.py and tools/test.py run as subprocesses, as a user runs them,
-on a toy ADE20K set (convnext_dense.datasets.toy_ade) written into a
+on a toy ADE20K set (convnext_dense.toy_data.toy_ade) written into a
 temporary working directory, with the CPU demo config: a short training
 run validated with mIoU, then single-scale and multi-scale + flip (--tta)
 tests whose mIoU is recomputed here from the dumped predictions, and the
@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip('mmseg')
 
-from convnext_dense.datasets.toy_ade import CLASSES, generate_toy_ade  # noqa
+from convnext_dense.toy_data.toy_ade import CLASSES, generate_toy_ade  # noqa
 from tool_runs import REPO, metric, run_tool  # noqa: E402
 
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_convnext_demo.py')
@@ -141,7 +141,7 @@ def test_tta_pipeline_yields_twelve_views(trained):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from convnext_dense.runner import enable_tta, load_config
+    from convnext_dense.apis.cli import enable_tta, load_config
 
     cfg = load_config(DEMO_CONFIG)
     enable_tta(cfg)

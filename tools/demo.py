@@ -5,7 +5,7 @@
 
 Run from the repository root: data goes to data/toy_*, logs, checkpoint and
 painted predictions to work_dirs/demo_*/. The logic lives in
-:mod:`convnext_dense.demo`.
+:mod:`convnext_dense.apis.demo`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import argparse
 
 from mmengine.config import DictAction
 
-from convnext_dense.demo import TASKS
+from convnext_dense.apis.demo import TASKS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from mmengine.logging import print_log
 
-    from convnext_dense.demo import run_demo  # noqa: E402
+    from convnext_dense.apis.demo import run_demo  # noqa: E402
     metrics = run_demo(args.task, args.work_dir, args.cfg_options)
     print_log('demo metrics: ' + ', '.join(
         f'{key}={value:.3f}' if isinstance(value, float) else f'{key}={value}'

@@ -54,7 +54,7 @@ OPS=$(sed -n 's/^mmcv ops from: //p' "$OUT/environment.txt")
 
 log "pytest -m gpu"
 set +e
-"$PY" -m pytest -m gpu -p no:cacheprovider -ra tests/models/test_fast_paths_gpu.py \
+"$PY" -m pytest -m gpu -p no:cacheprovider -ra tests/engine/test_channels_last_gpu.py \
   2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
 set -e

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from convnext_dense.runner import load_config, train
+    from convnext_dense.apis.cli import load_config, train
 
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)

@@ -1,5 +1,5 @@
 # CPU demo: the ConvNeXt-T Cascade Mask R-CNN config, shrunk to train from
-# scratch on the toy COCO set (convnext_dense.datasets.toy_coco: 128x128
+# scratch on the toy COCO set (convnext_dense.toy_data.toy_coco: 128x128
 # images of rectangles, ellipses and triangles) in minutes on 2 CPU cores.
 #
 #   python tools/demo.py det        # writes data/toy_coco if absent
@@ -12,7 +12,7 @@
 _base_ = '../cascade_convnext_t.py'
 
 data_root = 'data/toy_coco/'
-# convnext_dense.datasets.toy_coco.CLASSES
+# convnext_dense.toy_data.toy_coco.CLASSES
 metainfo = dict(classes=('rectangle', 'ellipse', 'triangle'))
 num_classes = 3
 image_scale = (128, 128)

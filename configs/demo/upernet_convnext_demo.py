@@ -1,5 +1,5 @@
 # CPU demo (`python tools/demo.py seg`): UperNet + ConvNeXt trained from
-# scratch on the toy ADE20K set of convnext_dense.datasets.toy_ade (5 classes,
+# scratch on the toy ADE20K set of convnext_dense.toy_data.toy_ade (5 classes,
 # 128x128 images). Everything else is upernet_convnext_t.py; what changes is
 # only what a 2-core CPU needs: a tiny backbone, narrow heads, small crops, a
 # short schedule, fp32, no pretrained weights.

@@ -7,6 +7,7 @@ work under ``torch.load(weights_only=True)`` included, is
 :mod:`convnext_dense.models.checkpoint_io`.)
 """
 from .atomic_save import AtomicLocalBackend, atomic_write
+from .channels_last import ChannelsLastHook, compile_backbone, guard_mmcv_ops
 from .data_checks import check_dataset_paths, explain_dataset_errors
 from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
@@ -16,10 +17,11 @@ from .layer_decay import (LayerDecayOptimizerConstructor,
 from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
-    'AtomicCheckpointHook', 'AtomicLocalBackend',
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'ChannelsLastHook',
     'LayerDecayOptimizerConstructor',
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
     'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
-    'check_layer_decay_config', 'explain_dataset_errors',
+    'check_layer_decay_config', 'compile_backbone', 'explain_dataset_errors',
+    'guard_mmcv_ops',
     'setup_cpu_distributed'
 ]

@@ -325,7 +325,7 @@ def test_on_demo_work_dir(task, tmp_path, monkeypatch):
     """The embedded demo, trained for one step on a few toy images, then
     painted from its work dir alone (dumped config, `last_checkpoint`,
     an mmengine checkpoint with optimizer and message hub)."""
-    from convnext_dense.demo import TASKS, run_demo
+    from convnext_dense.apis.demo import TASKS, run_demo
     demo = TASKS[task]
     if not (REPO / demo.config).is_file():
         pytest.skip(f'{demo.config} does not exist yet')

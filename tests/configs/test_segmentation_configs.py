@@ -319,7 +319,7 @@ def test_demo_config_changes_only_what_the_cpu_needs():
     a tiny backbone, narrow heads, 128 px toy data, a short schedule and
     fp32; the recipe (heads, loss weights, optimizer, decay, scheduler
     shapes, augmentation, slide test, TTA) is the paper's."""
-    from convnext_dense.datasets.toy_ade import CLASSES, PALETTE
+    from convnext_dense.toy_data.toy_ade import CLASSES, PALETTE
 
     demo = Config.fromfile(
         osp.join(CONFIG_DIR, 'demo', 'upernet_convnext_demo.py'))
@@ -343,7 +343,7 @@ def test_demo_config_changes_only_what_the_cpu_needs():
     assert model.test_cfg == dict(mode='slide', crop_size=(128, 128),
                                   stride=(85, 85))  # floor(2/3 x 128)
 
-    # the toy data set as convnext_dense.datasets.toy_ade writes it
+    # the toy data set as convnext_dense.toy_data.toy_ade writes it
     for loader in (demo.train_dataloader, demo.val_dataloader,
                    demo.test_dataloader):
         dataset = loader.dataset

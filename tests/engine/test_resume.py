@@ -212,7 +212,7 @@ def test_detector_kill_mid_epoch_then_resume_matches_uninterrupted(
     itself, at a fixed iteration, so the test does not depend on the
     machine's speed. About 30 s here.
     """
-    from convnext_dense.datasets import generate_toy_coco
+    from convnext_dense.toy_data import generate_toy_coco
     generate_toy_coco(tmp_path / 'data', num_train=4, num_val=2,
                       image_size=64, seed=0)
     config = write_detector_config(tmp_path / 'demo.py', tmp_path / 'data')

@@ -17,7 +17,7 @@ In one run, on the CPU and on the GPU when one is present, it measures:
 3. One training iteration of Cascade Mask R-CNN T: our config
    (configs/cascade_convnext_t.py) against mmdet's own ConvNeXt config
    (mmpretrain's backbone), both with the same random weights and batch, and
-   ours again under :class:`convnext_dense.models.fast.ChannelsLastHook`.
+   ours again under :class:`convnext_dense.engine.channels_last.ChannelsLastHook`.
 4. Only with ``--parts ... compiled``: forward throughput of ours and timm
    under ``torch.compile`` (channels-last; bf16 on the GPU), against ours
    eager.
@@ -333,7 +333,7 @@ def measure_compiled(settings: DeviceSettings, arch: str, backend: str,
     the same ``dynamic=True``, so each compiles once for all batch sizes.
     The first (warm-up) call of each compiles, and is not timed.
     """
-    from convnext_dense.models.fast import compile_backbone
+    from convnext_dense.engine.channels_last import compile_backbone
 
     device = settings.device
     dtype = 'bf16' if device.type == 'cuda' else 'fp32'
@@ -508,7 +508,7 @@ def measure_detector(settings: DeviceSettings, arch: str,
                      with_mmdet: bool, log: Callable[[str], None]) -> dict:
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-    from convnext_dense.models.fast import ChannelsLastHook
+    from convnext_dense.engine.channels_last import ChannelsLastHook
 
     device = settings.device
     torch.manual_seed(0)
@@ -764,7 +764,7 @@ def render(report: dict) -> str:
 USAGE = """
 ## Using the fast paths
 
-All in `convnext_dense/models/fast.py`.
+All in `convnext_dense/engine/channels_last.py`.
 
 - Channels-last end to end (weights of backbone, neck and heads, and the
   data preprocessor's batches): add to a config

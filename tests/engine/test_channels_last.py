@@ -1,4 +1,4 @@
-"""Numerics of the fast paths (convnext_dense/models/fast.py).
+"""Numerics of the fast paths (convnext_dense/engine/channels_last.py).
 
 Channels-last, bf16 autocast, torch.compile and with_cp must compute what
 the plain NCHW fp32 model computes; ChannelsLastHook must convert a real
@@ -18,7 +18,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from convnext_dense.models.convnext import Block, ConvNeXt
-from convnext_dense.models.fast import (ChannelsLastHook, channels_last_inputs,
+from convnext_dense.engine.channels_last import (ChannelsLastHook, channels_last_inputs,
                                         compile_backbone, guard_mmcv_ops,
                                         to_channels_last)
 

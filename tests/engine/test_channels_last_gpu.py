@@ -77,7 +77,7 @@ def test_channels_last_gradients_equal_nchw(models) -> None:
 def test_inductor_compiled_channels_last_equals_eager(monkeypatch) -> None:
     """Inductor's Triton kernels on the GPU, dynamic shapes: the 'test' arch
     keeps the compilation short; two sizes share the graph."""
-    from convnext_dense.models.fast import compile_backbone
+    from convnext_dense.engine.channels_last import compile_backbone
 
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
     monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)

@@ -1,5 +1,5 @@
 """Tests of the helpers behind tools/train.py and tools/test.py
-(convnext_dense/runner.py): the mmdet / mmseg differences they handle."""
+(convnext_dense/apis/cli.py): the mmdet / mmseg differences they handle."""
 from __future__ import annotations
 
 import os.path as osp
@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from convnext_dense.runner import enable_tta, enable_visualization, load_config
+from convnext_dense.apis.cli import enable_tta, enable_visualization, load_config
 
 
 def config(scope: str, **extra) -> Config:

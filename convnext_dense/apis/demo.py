@@ -48,7 +48,7 @@ TASKS: dict[str, DemoTask] = {
         config='configs/demo/cascade_convnext_demo.py',
         data_root='data/toy_coco',
         work_dir='work_dirs/demo_det',
-        generator='convnext_dense.datasets.toy_coco:generate_toy_coco',
+        generator='convnext_dense.toy_data.toy_coco:generate_toy_coco',
         # sizes the demo config was tuned for (it resizes to 128 anyway)
         generator_kwargs=dict(num_train=300, num_val=60, image_size=128),
         ready_file='annotations/instances_val2017.json'),
@@ -56,7 +56,7 @@ TASKS: dict[str, DemoTask] = {
         config='configs/demo/upernet_convnext_demo.py',
         data_root='data/toy_ade',
         work_dir='work_dirs/demo_seg',
-        generator='convnext_dense.datasets.toy_ade:generate_toy_ade',
+        generator='convnext_dense.toy_data.toy_ade:generate_toy_ade',
         # sizes the demo config was tuned for (128 px, as its crop)
         generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
         ready_file='toy_ade.json'),  # written last
@@ -104,7 +104,7 @@ def run_demo(name: str,
                          f'{sorted(TASKS)}')
     task = TASKS[name]
     # imported here: the helpers pull in mmengine's Runner
-    from convnext_dense.runner import (build_runner, enable_visualization,
+    from convnext_dense.apis.cli import (build_runner, enable_visualization,
                                        load_config)
 
     if 'OMP_NUM_THREADS' not in os.environ:

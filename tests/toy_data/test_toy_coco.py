@@ -1,4 +1,4 @@
-"""Tests of the synthetic COCO generator (convnext_dense/datasets/toy_coco.py).
+"""Tests of the synthetic COCO generator (convnext_dense/toy_data/toy_coco.py).
 
 The files are read back with pycocotools, independently of the generator:
 every mask must decode to pixels that were painted in one flat colour in the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from convnext_dense.datasets.toy_coco import CLASSES, generate_toy_coco
+from convnext_dense.toy_data.toy_coco import CLASSES, generate_toy_coco
 
 NUM_TRAIN, NUM_VAL, SIZE = 16, 8, (96, 80)  # (width, height)
 

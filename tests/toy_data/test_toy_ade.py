@@ -1,4 +1,4 @@
-"""Tests of the toy ADE20K generator (convnext_dense/datasets/toy_ade.py).
+"""Tests of the toy ADE20K generator (convnext_dense/toy_data/toy_ade.py).
 
 The files are read back with OpenCV and with mmseg's own dataset classes,
 independently of the generator: every labelled object must show the colour
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from convnext_dense.datasets.toy_ade import CLASSES, PALETTE, generate_toy_ade
+from convnext_dense.toy_data.toy_ade import CLASSES, PALETTE, generate_toy_ade
 
 NUM_TRAIN, NUM_VAL, SIZE = 12, 6, (96, 80)  # (width, height)
 SPLITS = {'training': ('train', NUM_TRAIN), 'validation': ('val', NUM_VAL)}
