@@ -95,11 +95,12 @@ else
   fi
 fi
 
-# benchmark.txt (mmpretrain, the benchmark's reference backbone) only adds
-# packages; installed here so the test suite runs the benchmark tool too
+# Not requirements/benchmark.txt (mmpretrain, a reference of the benchmark):
+# mmdet.models imports mmpretrain whenever it is installed, and mmpretrain
+# 1.2.0 fails to import next to transformers >= 4.57 (a test dependency), which
+# would break every detector. Install it into an environment of its own.
 log "mmengine, mmdet, mmsegmentation, timm, pycocotools, test tools (requirements/)"
-pip_install -r requirements/runtime.txt -r requirements/tests.txt \
-  -r requirements/benchmark.txt
+pip_install -r requirements/runtime.txt -r requirements/tests.txt
 pip_install --no-deps --no-build-isolation -e .
 # any import order: a start-up finder serves mmcv._ext from convnext_dense.ops
 # where mmcv has no compiled ops (convnext_dense/ops/startup/)
