@@ -502,3 +502,46 @@ def test_grn_statistics_are_float32_under_autocast() -> None:
     with torch.no_grad():
         ref = grn(x.bfloat16().float())
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+# -- layer ids of the V2 depths (docs/reference.md §1, §3) ----------------------
+# N = 3 + ceil(stage-2 depth / 3), written out per arch
+V2_NUM_LAYERS = {'v2-atto': 5, 'v2-femto': 5, 'v2-pico': 5, 'v2-nano': 6,
+                 'v2-tiny': 6, 'v2-base': 12, 'v2-large': 12, 'v2-huge': 12}
+
+
+def test_v2_num_layers_table_covers_every_v2_arch() -> None:
+    assert sorted(V2_NUM_LAYERS) == sorted(
+        a for a in ARCH_SETTINGS if a.startswith('v2-') and a != 'v2-test')
+
+
+@pytest.mark.parametrize('arch', sorted(V2_NUM_LAYERS))
+def test_v2_layer_ids_are_exact(arch: str) -> None:
+    """Every parameter's id against the rule written out independently; the
+    last stage-2 group is exactly N - 1, and layer_wise uses every id from
+    0 to N + 1 (no gap, none past N + 1, so no lr scale above 1)."""
+    with torch.device('meta'):
+        model = ConvNeXt(arch)
+    n = V2_NUM_LAYERS[arch]
+    depths = ARCH_SETTINGS[arch]['depths']
+    assert model.num_layers == n
+    assert 3 + (depths[2] - 1) // 3 == n - 1  # the last group of stage 2
+    layer_wise = {'downsample_layers.0': 0, 'stages.0': 1,
+                  'downsample_layers.1': 2, 'stages.1': 2,
+                  'downsample_layers.2': 3,
+                  'downsample_layers.3': n, 'stages.3': n}
+    layer_wise.update({f'stages.2.{b}': 3 + b // 3 for b in range(depths[2])})
+    stage_wise = {f'downsample_layers.{i}': 0 for i in range(4)}
+    stage_wise.update({f'stages.{s}': s + 1 for s in range(4)})
+    for table in (layer_wise, stage_wise):
+        table.update({f'norm{i}': n + 1 for i in range(4)})
+    seen = set()
+    for name, _ in model.named_parameters():
+        for decay_type, table in (('layer_wise', layer_wise),
+                                  ('stage_wise', stage_wise)):
+            layer_id = model.get_layer_id(name, decay_type)
+            assert layer_id == _lookup(table, name), (name, decay_type)
+            assert 0 <= layer_id <= n + 1
+            if decay_type == 'layer_wise':
+                seen.add(layer_id)
+    assert seen == set(range(n + 2))  # every id from 0 to N + 1 is used
