@@ -1,7 +1,8 @@
-"""Convert a ConvNeXt checkpoint between the official, timm, mmpretrain and
-Hugging Face key schemas.
+"""Convert a ConvNeXt checkpoint between the official, DINOv3, timm,
+mmpretrain and Hugging Face key schemas.
 
-    python tools/convert_checkpoint.py SRC DST [--to FORMAT] [--v2] [--force]
+    python tools/convert_checkpoint.py SRC DST [--to FORMAT] [--v2]
+        [--prefix PREFIX] [--force]
 
 The source format is detected. The work is done by
 :func:`convnext_dense.models.checkpoint.convert_checkpoint`; this file only
@@ -27,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--v2', action='store_true', default=None,
                         help='write Hugging Face keys under convnextv2.* '
                         '(default: inferred from GRN weights)')
+    parser.add_argument('--prefix', default=None,
+                        help="model prefix of the target schema, e.g. '' "
+                        "(a bare Hugging Face model), 'backbone.' (a UperNet's"
+                        " backbone), 'model.' (a DINOv3 state_dict()); "
+                        "default: the source's own when the schema is the "
+                        "same, the Hub's spelling otherwise")
     parser.add_argument('--force', action='store_true',
                         help='overwrite DST if it exists')
     return parser.parse_args(argv)
@@ -36,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = convert_checkpoint(
-            args.src, args.dst, args.to, v2=args.v2, force=args.force)
+            args.src, args.dst, args.to, v2=args.v2, force=args.force,
+            prefix=args.prefix)
     except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

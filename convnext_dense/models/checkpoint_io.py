@@ -311,15 +311,28 @@ def load_checkpoint_file(filename: str, map_location: Any = 'cpu') -> Any:
 # mmengine's CheckpointLoader: every scheme through the reader above
 # ---------------------------------------------------------------------------
 
+def _segmentor_in_mmseg_names(checkpoint: Any) -> Any:
+    """A Hugging Face ``UperNetForSemanticSegmentation`` on ConvNeXt (a flat
+    state dict) in mmseg's names, wrapped as mmengine's checkpoints are, so
+    ``tools/test.py CONFIG model.safetensors`` evaluates it; anything else
+    unchanged."""
+    from .hf_upernet import is_hf_upernet, upernet_to_mmseg
+    if isinstance(checkpoint, dict) and is_hf_upernet(checkpoint):
+        return {'state_dict': upernet_to_mmseg(checkpoint)}
+    return checkpoint
+
+
 def load_from_local(filename: str, map_location: Any = None) -> Any:
     """mmengine's loader for local paths (the empty prefix)."""
-    return read_checkpoint_file(filename, map_location)
+    return _segmentor_in_mmseg_names(
+        read_checkpoint_file(filename, map_location))
 
 
 def load_from_remote(filename: str, map_location: Any = None,
                      **_: Any) -> Any:
     """mmengine's loader for URLs and zoo names (download, then read)."""
-    return load_checkpoint_file(filename, map_location)
+    return _segmentor_in_mmseg_names(
+        load_checkpoint_file(filename, map_location))
 
 
 def register_safe_loaders() -> None:

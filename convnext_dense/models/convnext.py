@@ -79,8 +79,14 @@ class LayerNorm2d(nn.LayerNorm):
 class GRN(nn.Module):
     """Global response normalisation of ConvNeXt-V2, on (N, H, W, C) input.
 
-    Parameters keep the official (1, 1, 1, C) shape; the checkpoint mapper
-    reshapes the 1-D tensors of timm and mmpretrain files.
+    The statistics are computed in float32 whatever the input dtype, the
+    device or autocast: the sum of squares over a feature map overflows
+    half precision (a 200x336 map of magnitude 5 sums to 1.7e6; fp16 ends at
+    65504), and an inf there turns the whole output into NaN
+    (docs/reference.md §7; ``tests/models/test_convnext.py``). The output
+    has the input's dtype. Parameters keep the official (1, 1, 1, C) shape;
+    the checkpoint mapper reshapes the 1-D tensors of timm and mmpretrain
+    files.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
@@ -90,10 +96,16 @@ class GRN(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # L2 norm over the spatial dims, per sample and channel: (N, 1, 1, C)
-        gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        # L2 norm over the spatial dims, per sample and channel, accumulated
+        # and returned in float32 (dtype= casts inside the reduction, so no
+        # float32 copy of x is kept): (N, 1, 1, C)
+        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True,
+                                      dtype=torch.float32)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
-        return self.gamma * (x * nx) + self.beta + x
+        # gamma * (x * nx) + beta + x == x * (1 + gamma * nx) + beta: one
+        # pass over x; the per-channel scale is formed in float32
+        scale = torch.addcmul(torch.ones_like(nx), self.gamma.float(), nx)
+        return torch.addcmul(self.beta.to(x.dtype), x, scale.to(x.dtype))
 
 
 class Block(nn.Module):

@@ -166,16 +166,20 @@ def test_with_cp_identical_in_channels_last() -> None:
 
 
 # -- torch.compile ------------------------------------------------------------
-def test_compile_keeps_keys_and_outputs_and_one_graph_for_all_sizes() -> None:
+@pytest.mark.parametrize('arch', ['test', 'v2-test'])
+def test_compile_keeps_keys_and_outputs_and_one_graph_for_all_sizes(
+        arch: str) -> None:
     """Dynamo with a counting backend that runs the captured graph eagerly:
-    seconds instead of the minute inductor's code generation takes."""
+    seconds instead of the minute inductor's code generation takes. V2's
+    GRN (a float32 reduction inside a half/float graph) traces into the
+    same single graph."""
     graphs = []
 
     def counting_backend(gm: torch.fx.GraphModule, example_inputs):
         graphs.append(gm)
         return gm.forward
 
-    ref = randomize_(ConvNeXt('test'), seed=8).eval()
+    ref = randomize_(ConvNeXt(arch), seed=8).eval()
     model = copy.deepcopy(ref)
     keys = list(model.state_dict())
     compile_backbone(model, backend=counting_backend)

@@ -218,22 +218,47 @@ def assert_same_dict(a: dict, b: dict, ordered: bool = True) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+# what each schema can spell: (V2's GRN, a classifier's head, norm0..3)
+SPELLS = {'official': (True, True, True), 'dinov3': (True, True, True),
+          'timm': (True, True, False), 'mmpretrain': (True, True, True),
+          'huggingface': (True, True, True),
+          'huggingface-dinov3': (False, False, False)}
+
+
+def test_spells_table_covers_every_format() -> None:
+    assert sorted(SPELLS) == sorted(FORMATS)
+
+
 @pytest.mark.parametrize('arch', ARCHS)
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_round_trip(arch: str, fmt: str) -> None:
     model = source_model(arch)
     v2 = model.use_grn
+    grn, head, dense = SPELLS[fmt]
     sd = classifier_sd(model)
+    if v2 and not grn:
+        with pytest.raises(KeyError, match=rf"grn\.gamma' has no {fmt}"):
+            from_official(sd, fmt)
+        return
+    if not head:  # a self-supervised backbone: final norm, no classifier
+        sd = {k: v for k, v in sd.items() if not k.startswith('head.')}
+        with pytest.raises(KeyError, match=f"'head.weight' has no {fmt}"):
+            from_official(classifier_sd(model), fmt)
     foreign = from_official(sd, fmt, v2=v2)
+    if fmt == 'dinov3':  # official names, and the final norm twice
+        assert sorted(set(foreign) - set(sd)) == ['norms.3.bias',
+                                                  'norms.3.weight']
+        assert foreign['norms.3.weight'] is foreign['norm.weight']
+    if fmt not in ('official', 'dinov3'):
+        assert not set(foreign) & set(sd)  # every key renamed
     if fmt != 'official':
         assert detect_format(foreign) == fmt
-        assert not set(foreign) & set(sd)  # every key renamed
     back, unknown = to_official(foreign, fmt)
     assert unknown == []
     assert_same_dict(back, sd)
     assert to_official(foreign)[0].keys() == sd.keys()  # fmt detected
 
-    if fmt in ('official', 'mmpretrain'):  # these spell norm0..3 too
+    if dense:
         sd = dense_sd(model)
         back, unknown = to_official(from_official(sd, fmt, v2=v2), fmt)
         assert unknown == []
@@ -253,7 +278,7 @@ def test_grn_shapes_per_schema() -> None:
         'huggingface': 'convnextv2.encoder.stages.1.layers.0.grn.weight'}
     shapes = {'official': (1, 1, 1, 128), 'timm': (128, ),
               'mmpretrain': (128, ), 'huggingface': (1, 1, 1, 128)}
-    for fmt in FORMATS:
+    for fmt in spelled:
         foreign = from_official(sd, fmt, v2=True)
         assert foreign[spelled[fmt]].shape == shapes[fmt], fmt
 
@@ -437,13 +462,26 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path,
 def test_convert_checkpoint_to_each_format(tmp_path: Path, arch: str,
                                            fmt: str) -> None:
     src_model = source_model(arch)
+    grn, head, _ = SPELLS[fmt]
     sd = classifier_sd(src_model)
+    if not head:
+        sd = {k: v for k, v in sd.items() if not k.startswith('head.')}
+    # (mmpretrain spells a headless final norm as norm3: timm then)
+    src_fmt = 'mmpretrain' if head else 'timm'
     src = tmp_path / 'src.pth'
-    torch.save(from_official(sd, 'mmpretrain'), src)
+    torch.save(from_official(sd, src_fmt), src)
     dst = tmp_path / f'out-{fmt}.pth'
+    if src_model.use_grn and not grn:
+        with pytest.raises(ValueError, match=rf'cannot be written as {fmt}: '
+                           r"'stages\.0\.0\.grn\.gamma' has no"):
+            convert_checkpoint(src, dst, fmt)
+        assert not dst.exists()
+        return
     summary = convert_checkpoint(src, dst, fmt)
-    assert summary['source_format'] == 'mmpretrain'
-    assert summary['tensors'] == len(sd) and summary['dropped'] == []
+    assert summary['source_format'] == src_fmt
+    # DINOv3's own files hold the final norm twice
+    assert summary['tensors'] == len(sd) + 2 * (fmt == 'dinov3')
+    assert summary['dropped'] == []
     raw = torch.load(dst, weights_only=True)
     wrapper = {'official': 'model', 'mmpretrain': 'state_dict'}.get(fmt)
     if wrapper:

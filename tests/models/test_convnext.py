@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convnext_dense.models.checkpoint import to_official
-from convnext_dense.models.convnext import ARCH_SETTINGS, ConvNeXt
+from convnext_dense.models.convnext import ARCH_SETTINGS, GRN, Block, ConvNeXt
 
 # timm's name for each of our published archs
 TIMM_NAMES = {
@@ -429,3 +429,119 @@ def test_deepcopy_and_registry_build() -> None:
                             out_indices=(1, 2)))
     assert isinstance(model, ConvNeXt) and model.out_channels == (32, 64)
     assert copy.deepcopy(model).out_strides == (8, 16)
+
+
+# -- GRN in half precision (docs/reference.md §7) ------------------------------
+def _grn_with_fp16_sum_of_squares(x: torch.Tensor, grn: nn.Module
+                                  ) -> torch.Tensor:
+    """The formula of the old GRN with its sum of squares held in fp16, as a
+    pure-fp16 backend (TensorRT, a fused kernel) computes it. Eager
+    ``torch.norm`` on fp16 accumulates in fp32 and rounds only the norm, so
+    it stays finite here; a backend that keeps the sum in fp16 does not."""
+    sum_sq = (x * x).sum(dim=(1, 2), keepdim=True, dtype=torch.float16)
+    gx = sum_sq.sqrt()
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + grn.eps)
+    return grn.gamma * (x * nx) + grn.beta + x
+
+
+def test_v2_block_in_pure_fp16_stays_finite_and_close_to_fp32() -> None:
+    """A V2 block, weights and input in torch.float16, on a 200x336 map
+    whose activations at GRN have magnitude about 5.
+
+    The sum of squares per channel is then about 200 * 336 * 25 = 1.7e6,
+    past fp16's 65504. Held in fp16 (the old GRN on a pure-fp16 backend,
+    emulated by ``_grn_with_fp16_sum_of_squares``) it is inf, every norm is
+    inf, inf / mean(inf) is NaN, and the whole output is NaN. The GRN here
+    accumulates in float32: finite and within 1e-2 (relative to the largest
+    output) of the float32 block. (The old GRN, ``torch.norm`` in the input
+    dtype, also passes the eager part of this test on the CPU, measured:
+    PyTorch's CPU and CUDA reductions accumulate fp16 in fp32 and round only
+    the norm, 1.3e3 here. Its statistics were fp32 by accident of the
+    kernel; here they are by construction.)
+    """
+    torch.manual_seed(0)
+    block = randomize_(Block(16, use_grn=True, layer_scale_init_value=0.),
+                       seed=0).eval()
+    with torch.no_grad():
+        block.norm.weight.mul_(5)  # LayerNorm output of std ~5
+    x32 = torch.randn(1, 16, 200, 336)
+    x16 = x32.half()
+    half = copy.deepcopy(block).half()
+    seen = {}
+    half.grn.register_forward_hook(
+        lambda mod, args, out: seen.update(x=args[0], out=out))
+    with torch.no_grad():
+        out16 = half(x16)
+        out32 = block(x16.float())
+    grn_in = seen['x']
+    assert grn_in.dtype == torch.float16 and seen['out'].dtype == torch.float16
+    assert 3 < grn_in.float().abs().max(dim=-1).values.mean() < 30
+    sum_sq = grn_in.float().pow(2).sum(dim=(1, 2))
+    assert (sum_sq > 65504).all()  # every channel overflows fp16
+
+    assert out16.dtype == torch.float16 and torch.isfinite(out16).all()
+    err = (out16.float() - out32).abs().max() / out32.abs().max()
+    assert err <= 1e-2, err
+    # the GRN alone, on the same fp16 input, against float32
+    ref = block.grn(grn_in.float())
+    err = (seen['out'].float() - ref).abs().max() / ref.abs().max()
+    assert err <= 1e-2, err
+
+    # the old formula with an fp16 sum of squares: NaN everywhere
+    with torch.no_grad():
+        old = _grn_with_fp16_sum_of_squares(grn_in, half.grn)
+    assert torch.isnan(old).all()
+
+
+def test_grn_statistics_are_float32_under_autocast() -> None:
+    grn = randomize_(GRN(64), seed=1)
+    x = torch.randn(2, 8, 8, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():
+        out = grn(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        ref = grn(x.bfloat16().float())
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+# -- layer ids of the V2 depths (docs/reference.md §1, §3) ----------------------
+# N = 3 + ceil(stage-2 depth / 3), written out per arch
+V2_NUM_LAYERS = {'v2-atto': 5, 'v2-femto': 5, 'v2-pico': 5, 'v2-nano': 6,
+                 'v2-tiny': 6, 'v2-base': 12, 'v2-large': 12, 'v2-huge': 12}
+
+
+def test_v2_num_layers_table_covers_every_v2_arch() -> None:
+    assert sorted(V2_NUM_LAYERS) == sorted(
+        a for a in ARCH_SETTINGS if a.startswith('v2-') and a != 'v2-test')
+
+
+@pytest.mark.parametrize('arch', sorted(V2_NUM_LAYERS))
+def test_v2_layer_ids_are_exact(arch: str) -> None:
+    """Every parameter's id against the rule written out independently; the
+    last stage-2 group is exactly N - 1, and layer_wise uses every id from
+    0 to N + 1 (no gap, none past N + 1, so no lr scale above 1)."""
+    with torch.device('meta'):
+        model = ConvNeXt(arch)
+    n = V2_NUM_LAYERS[arch]
+    depths = ARCH_SETTINGS[arch]['depths']
+    assert model.num_layers == n
+    assert 3 + (depths[2] - 1) // 3 == n - 1  # the last group of stage 2
+    layer_wise = {'downsample_layers.0': 0, 'stages.0': 1,
+                  'downsample_layers.1': 2, 'stages.1': 2,
+                  'downsample_layers.2': 3,
+                  'downsample_layers.3': n, 'stages.3': n}
+    layer_wise.update({f'stages.2.{b}': 3 + b // 3 for b in range(depths[2])})
+    stage_wise = {f'downsample_layers.{i}': 0 for i in range(4)}
+    stage_wise.update({f'stages.{s}': s + 1 for s in range(4)})
+    for table in (layer_wise, stage_wise):
+        table.update({f'norm{i}': n + 1 for i in range(4)})
+    seen = set()
+    for name, _ in model.named_parameters():
+        for decay_type, table in (('layer_wise', layer_wise),
+                                  ('stage_wise', stage_wise)):
+            layer_id = model.get_layer_id(name, decay_type)
+            assert layer_id == _lookup(table, name), (name, decay_type)
+            assert 0 <= layer_id <= n + 1
+            if decay_type == 'layer_wise':
+                seen.add(layer_id)
+    assert seen == set(range(n + 2))  # every id from 0 to N + 1 is used

@@ -205,6 +205,11 @@ def build_backbone(name: str, arch: str, with_cp: bool = False) -> nn.Module:
         return timm.create_model(
             'convnext_tiny', pretrained=False, features_only=True, **kwargs)
     if name == 'mmpretrain':
+        # mmpretrain 1.2.0 imports its BLIP models whenever transformers is
+        # installed, and they fail to import under transformers 5 ("NoneType
+        # takes no arguments"); the backbone needs none of them
+        import mmpretrain.utils.dependency
+        mmpretrain.utils.dependency.WITH_MULTIMODAL = False
         from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
         mm_arch = 'tiny' if arch == 'tiny' else dict(
             depths=list(depths), channels=list(dims))
