@@ -62,7 +62,7 @@ TASKS: dict[str, DemoTask] = {
         ready_file='toy_ade.json'),  # written last
 }
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def prepare_data(task: DemoTask, data_root: str | None = None) -> str:
