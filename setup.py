@@ -1,7 +1,10 @@
 """convnext_dense: ConvNeXt backbones for mmdet 3.x and mmsegmentation 1.x.
 
-Install with ``bash tools/install.sh``: mmcv must be compiled against the
-installed torch, which pip's dependency resolution cannot do by itself.
+Install with ``bash tools/install.sh``: it pins torch and picks the mmcv
+build (mmcv-lite by default; mmcv compiled with its ops with --mmcv-ops),
+which pip's dependency resolution cannot choose by itself. So the package
+itself only asks for a torch that loads checkpoints weights-only by default
+and leaves mmcv to the installer.
 """
 from pathlib import Path
 
@@ -20,8 +23,7 @@ setup(
     description='ConvNeXt backbones for dense prediction with OpenMMLab',
     packages=find_packages(include=['convnext_dense', 'convnext_dense.*']),
     python_requires='>=3.10',
-    install_requires=(read_requirements('torch.txt')
-                      + read_requirements('mmcv.txt')
+    install_requires=(['torch>=2.6', 'torchvision>=0.21']
                       + read_requirements('runtime.txt')),
     extras_require={'tests': read_requirements('tests.txt'),
                     'benchmark': read_requirements('benchmark.txt')},
