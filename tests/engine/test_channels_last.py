@@ -8,7 +8,6 @@ losses and gradients unchanged. All on the tiny 'test' arch, on the CPU.
 from __future__ import annotations
 
 import copy
-import math
 import os.path as osp
 from types import SimpleNamespace
 
@@ -17,28 +16,15 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
+from convnext_dense.engine.channels_last import (ChannelsLastHook,
+                                                 channels_last_inputs,
+                                                 compile_backbone,
+                                                 guard_mmcv_ops,
+                                                 to_channels_last)
 from convnext_dense.models.convnext import Block, ConvNeXt
-from convnext_dense.engine.channels_last import (ChannelsLastHook, channels_last_inputs,
-                                        compile_backbone, guard_mmcv_ops,
-                                        to_channels_last)
+from random_weights import randomize_
 
 CL = torch.channels_last
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial random weights: layer scale O(0.3), not 1e-6, so every
-    block's branch shows in the outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=gen)
-            if param.ndim > 1:
-                param.copy_(noise / math.sqrt(param[0].numel()))
-            elif 'norm' in name and name.endswith('weight'):
-                param.copy_(1 + 0.2 * noise)
-            else:
-                param.copy_(0.3 * noise)
-    return module
 
 
 def images(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
