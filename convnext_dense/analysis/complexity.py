@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
+from convnext_dense.apis.task import build_model, detect_task
 from convnext_dense.models import ConvNeXt
 
 # The paper's input size for detection FLOPs (width, height):
@@ -269,31 +270,10 @@ def load_model_config(config: str | Config) -> Config:
     return Config.fromfile(config)
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` in eval mode on the CPU, without loading any
-    pretrained weights, with SyncBN reverted to BN."""
-    from mmengine.model.utils import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-
-    from convnext_dense.apis.inference import detect_task
-
-    task = detect_task(cfg)
-    init_default_scope('mmdet' if task == 'det' else 'mmseg')
-    if task == 'det':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    # building does not call init_weights: no pretrained file is read
-    model = MODELS.build(cfg.model)
-    return revert_sync_batchnorm(model).eval()
-
-
 def default_input_size(cfg: Config) -> tuple[int, int]:
     """The (width, height) the paper counts FLOPs at for this config:
     1280x800 for detection; the test pipeline's resize scale for
     segmentation (2048x512 for 512 crops, 2560x640 for 640)."""
-    from convnext_dense.apis.inference import detect_task
-
     if detect_task(cfg) == 'det':
         return DET_INPUT_SIZE
     for transform in cfg.get('test_pipeline', []):
@@ -318,8 +298,6 @@ def config_complexity(config: str | Config,
         num_mask_rois: Detection: RoIs through each mask head. Defaults to
             100.
     """
-    from convnext_dense.apis.inference import detect_task
-
     cfg = load_model_config(config)
     input_size = tuple(input_size or default_input_size(cfg))
     model = build_model(cfg)

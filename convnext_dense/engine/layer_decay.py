@@ -26,9 +26,9 @@ from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
+from convnext_dense.models.convnext import DECAY_TYPES
 from convnext_dense.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-DECAY_TYPES = ('layer_wise', 'stage_wise')
 # the paramwise_cfg keys this constructor reads; mmengine's default
 # constructor ignores unknown keys, so these alone would do nothing there
 DECAY_KEYS = ('decay_rate', 'decay_type', 'num_layers')
