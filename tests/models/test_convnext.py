@@ -234,14 +234,11 @@ def test_drop_path_rates_grow_linearly_over_all_blocks() -> None:
     depths, rate = (2, 2, 3, 2), 0.4
     model = ConvNeXt(dict(depths=depths, dims=(8, 16, 32, 64)),
                      drop_path_rate=rate)
-    got = [
-        b.drop_path.drop_prob if not isinstance(b.drop_path, nn.Identity)
-        else 0. for s in model.stages for b in s
-    ]
+    got = [b.drop_prob for s in model.stages for b in s]
     total = sum(depths)
     assert got == pytest.approx([rate * k / (total - 1) for k in range(total)],
                                 abs=1e-7)
-    assert isinstance(model.stages[0][0].drop_path, nn.Identity)
+    assert model.stages[0][0].drop_prob == 0
     assert got[-1] == pytest.approx(rate)
 
 
