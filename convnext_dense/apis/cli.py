@@ -4,7 +4,7 @@ They work for detection and segmentation configs alike: the config's
 ``default_scope`` (set by its ``mmdet::`` or ``mmseg::`` bases) tells the
 Runner which registries to use, and the few places where mmdet and mmseg
 differ (where painted test images go, how predictions are dumped) branch on
-it here, once.
+:func:`~convnext_dense.apis.task.detect_task`, here, once.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import os.path as osp
 
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
+
+from .task import detect_task
 
 
 def load_config(path: str,
@@ -74,10 +76,6 @@ def train(cfg: Config):
         return build_runner(cfg).train()
 
 
-def _scope(cfg: Config) -> str:
-    return cfg.get('default_scope') or 'mmengine'
-
-
 def enable_visualization(cfg: Config,
                          show_dir: str | None = None,
                          show: bool = False,
@@ -108,7 +106,7 @@ def enable_visualization(cfg: Config,
         hook['wait_time'] = wait_time
     if show_dir:
         show_dir = osp.abspath(show_dir)
-        if _scope(cfg) == 'mmdet':
+        if detect_task(cfg) == 'det':
             hook['test_out_dir'] = show_dir
         else:
             cfg.visualizer['save_dir'] = show_dir
@@ -143,7 +141,7 @@ def dump_predictions(runner: Runner, out: str) -> None:
     """
     if not out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must name a .pkl file: {out}')
-    if _scope(runner.cfg) == 'mmdet':
+    if detect_task(runner.cfg) == 'det':
         from mmdet.evaluation import DumpDetResults as Dump
     else:
         from mmengine.evaluator import DumpResults as Dump

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from mmengine.logging import print_log
 
+from convnext_dense.paths import REPO_ROOT
+
 
 @dataclass(frozen=True)
 class DemoTask:
@@ -61,8 +63,6 @@ TASKS: dict[str, DemoTask] = {
         generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
         ready_file='toy_ade.json'),  # written last
 }
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def prepare_data(task: DemoTask, data_root: str | None = None) -> str:

@@ -31,6 +31,8 @@ from mmengine.logging import print_log
 
 from convnext_dense.models.checkpoint import compare_state_dicts
 
+from .task import detect_task
+
 # what mmcv.imread decodes, lower case
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -47,39 +49,6 @@ class UnreadableImageError(OSError):
 # ---------------------------------------------------------------------------
 # config, checkpoint and input resolution
 # ---------------------------------------------------------------------------
-
-def detect_task(cfg: Config) -> str:
-    """'det' for an mmdet config, 'seg' for an mmseg config.
-
-    The config's ``default_scope`` decides (mmdet's and mmseg's runtime
-    bases set it); without one, the registry that knows ``model.type``.
-
-    Raises:
-        ValueError: If neither tells.
-    """
-    scope = cfg.get('default_scope')
-    if scope in ('mmdet', 'mmseg'):
-        return {'mmdet': 'det', 'mmseg': 'seg'}[scope]
-    model_type = cfg.get('model', {}).get('type')
-    if isinstance(model_type, str):
-        prefix = model_type.split('.')[0] if '.' in model_type else None
-        if prefix in ('mmdet', 'mmseg'):
-            return {'mmdet': 'det', 'mmseg': 'seg'}[prefix]
-        from mmdet.registry import MODELS as DET_MODELS
-        from mmdet.utils import register_all_modules as register_det
-        from mmseg.registry import MODELS as SEG_MODELS
-        from mmseg.utils import register_all_modules as register_seg
-        register_det(init_default_scope=False)
-        register_seg(init_default_scope=False)
-        in_det = model_type in DET_MODELS.module_dict
-        in_seg = model_type in SEG_MODELS.module_dict
-        if in_det != in_seg:
-            return 'det' if in_det else 'seg'
-    raise ValueError(
-        f'cannot tell whether the config is for detection or segmentation: '
-        f'default_scope={scope!r}, model.type={model_type!r}; set '
-        "default_scope='mmdet' or 'mmseg'")
-
 
 def resolve_config(path: str) -> str:
     """A config file, or the single config a Runner dumped into a work dir.

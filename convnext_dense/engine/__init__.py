@@ -13,7 +13,7 @@ from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
                     NonFiniteLossHook, ResumableRandomnessHook)
 from .layer_decay import (LayerDecayOptimizerConstructor,
-                          check_layer_decay_config)
+                          check_layer_decay_config, layer_decay_param_groups)
 from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
@@ -22,6 +22,6 @@ __all__ = [
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
     'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
     'check_layer_decay_config', 'compile_backbone', 'explain_dataset_errors',
-    'guard_mmcv_ops',
+    'guard_mmcv_ops', 'layer_decay_param_groups',
     'setup_cpu_distributed'
 ]

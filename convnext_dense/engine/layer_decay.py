@@ -9,6 +9,8 @@ so the stem learns slowest and the neck and heads (id N + 1) at the base rate.
 The backbone owns the id rule (``backbone.get_layer_id(name, decay_type)`` and
 ``backbone.num_layers``, see :class:`convnext_dense.models.ConvNeXt`); this
 constructor only applies rates, so any backbone exposing the two works.
+Without mmengine's Runner, :func:`layer_decay_param_groups` gives the same
+param groups to any PyTorch optimizer.
 
 Weight decay is 0 for every 1-D parameter (norms, layer scale), every bias,
 and the GRN gamma/beta of ConvNeXt-V2 (kept 4-D, (1, 1, 1, C), as in the
@@ -26,9 +28,9 @@ from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
+from convnext_dense.models.convnext import DECAY_TYPES
 from convnext_dense.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-DECAY_TYPES = ('layer_wise', 'stage_wise')
 # the paramwise_cfg keys this constructor reads; mmengine's default
 # constructor ignores unknown keys, so these alone would do nothing there
 DECAY_KEYS = ('decay_rate', 'decay_type', 'num_layers')
@@ -41,6 +43,137 @@ def _no_weight_decay(name: str, ndim: int) -> bool:
     *modules, leaf = name.split('.')
     return (ndim <= 1 or leaf == 'bias'
             or any(module in NO_DECAY_MODULES for module in modules))
+
+
+def check_decay_settings(decay_rate: float, decay_type: str) -> float:
+    """``decay_rate`` as a float, after refusing a non-positive rate or an
+    unknown decay type."""
+    if not float(decay_rate) > 0:
+        raise ValueError(f'decay_rate must be positive; got {decay_rate!r}')
+    if decay_type not in DECAY_TYPES:
+        raise ValueError(f'unknown decay_type {decay_type!r}; '
+                         f'choose one of {DECAY_TYPES}')
+    return float(decay_rate)
+
+
+def backbone_layer_ids(model: nn.Module, decay_type: str,
+                       num_layers: int | None = None
+                       ) -> tuple[dict[int, int], int]:
+    """Ask ``model.backbone`` for the layer id of each of its parameters.
+
+    Args:
+        model: A model with a ``backbone`` that has ``get_layer_id(name,
+            decay_type)`` and ``num_layers`` (as
+            :class:`convnext_dense.models.ConvNeXt`).
+        decay_type: 'layer_wise' or 'stage_wise'.
+        num_layers: If given, it must equal the backbone's. Defaults to
+            None (the backbone's).
+
+    Returns:
+        A map from ``id(parameter)`` to layer id, and num_layers.
+    """
+    backbone = getattr(model, 'backbone', None)
+    if not (isinstance(backbone, nn.Module)
+            and callable(getattr(backbone, 'get_layer_id', None))
+            and hasattr(backbone, 'num_layers')):
+        found = ('no backbone' if backbone is None else
+                 f'a backbone {type(backbone).__name__} without it')
+        raise TypeError(
+            'LayerDecayOptimizerConstructor needs model.backbone with a '
+            'get_layer_id(name, decay_type) method and a num_layers '
+            f'attribute (as convnext_dense.ConvNeXt has); '
+            f'{type(model).__name__} has {found}')
+
+    backbone_num_layers = int(backbone.num_layers)
+    if num_layers is not None and num_layers != backbone_num_layers:
+        depths = getattr(backbone, 'depths', None)
+        detail = (f' with depths {tuple(depths)}'
+                  if depths is not None else '')
+        raise ValueError(
+            f'paramwise_cfg.num_layers={num_layers} does not match '
+            f'the backbone {type(backbone).__name__}{detail}, which has '
+            f'num_layers={backbone_num_layers}. For ConvNeXt, num_layers = 3 '
+            '+ ceil(depth of stage 2 / 3): 6 for T (9 blocks), 12 for '
+            'S/B/L/XL (27 blocks). Fix it or leave it out to derive it.')
+    num_layers = backbone_num_layers
+
+    layer_ids = {}
+    for name, param in backbone.named_parameters():
+        layer_id = backbone.get_layer_id(name, decay_type)
+        if not 0 <= layer_id <= num_layers + 1:
+            raise ValueError(
+                f'{type(backbone).__name__}.get_layer_id returned '
+                f'{layer_id} for {name!r}; ids must lie in '
+                f'0..num_layers + 1 = 0..{num_layers + 1}')
+        layer_ids[id(param)] = layer_id
+    return layer_ids, num_layers
+
+
+def layer_decay_param_groups(model: nn.Module,
+                             base_lr: float,
+                             weight_decay: float,
+                             decay_rate: float,
+                             decay_type: str = 'layer_wise',
+                             num_layers: int | None = None,
+                             with_names: bool = False
+                             ) -> list[dict[str, Any]]:
+    """The layer-decayed param groups, for any optimizer, without a Runner.
+
+    Exactly the groups :class:`LayerDecayOptimizerConstructor` builds (it
+    calls this), so plain PyTorch gets the same training::
+
+        groups = layer_decay_param_groups(model, base_lr=2e-4,
+                                          weight_decay=0.05, decay_rate=0.7)
+        optimizer = torch.optim.AdamW(groups, lr=2e-4)
+
+    Trainable parameters are grouped by (layer id, weight decay), sorted by
+    layer id, the decayed group first; frozen ones (``requires_grad=False``)
+    are left out. Everything outside the backbone (neck, heads) trains at
+    the base lr (id N + 1).
+
+    Args:
+        model: The detector or segmentor, possibly wrapped (DDP or
+            MMDistributedDataParallel: ``.module`` is unwrapped).
+        base_lr: The lr of the neck and heads.
+        weight_decay: The weight decay of every parameter that decays.
+        decay_rate: Per-layer lr factor, positive.
+        decay_type: 'layer_wise' or 'stage_wise'. Defaults to 'layer_wise'.
+        num_layers: If given, must equal the backbone's. Defaults to None.
+        with_names: Also give each group ``param_names``. Defaults to False
+            (optimizer checkpoints then hold no names).
+
+    Returns:
+        Param groups with ``params``, ``lr``, ``weight_decay``,
+        ``lr_scale`` and ``layer_id`` (and ``param_names``).
+    """
+    decay_rate = check_decay_settings(decay_rate, decay_type)
+    model = getattr(model, 'module', model)
+    layer_ids, num_layers = backbone_layer_ids(model, decay_type, num_layers)
+
+    groups: dict[tuple[int, float], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer_id = layer_ids.get(id(param), num_layers + 1)
+        decay = 0. if _no_weight_decay(name, param.ndim) else weight_decay
+        key = (layer_id, decay)
+        if key not in groups:
+            lr_scale = decay_rate**(num_layers + 1 - layer_id)
+            groups[key] = dict(
+                params=[],
+                param_names=[],
+                lr=base_lr * lr_scale,
+                weight_decay=decay,
+                lr_scale=lr_scale,
+                layer_id=layer_id)
+        groups[key]['params'].append(param)
+        groups[key]['param_names'].append(name)
+    ordered = [groups[key] for key in sorted(
+        groups, key=lambda key: (key[0], -key[1]))]
+    if not with_names:
+        for group in ordered:
+            del group['param_names']
+    return ordered
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -89,14 +222,9 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 'LayerDecayOptimizerConstructor needs paramwise_cfg.'
                 'decay_rate (e.g. 0.7 for Cascade Mask R-CNN T, 0.9 for '
                 'UperNet)')
-        self.decay_rate = float(cfg['decay_rate'])
-        if not self.decay_rate > 0:
-            raise ValueError(f'decay_rate must be positive; got '
-                             f'{cfg["decay_rate"]!r}')
         self.decay_type = cfg.get('decay_type', 'layer_wise')
-        if self.decay_type not in DECAY_TYPES:
-            raise ValueError(f'unknown decay_type {self.decay_type!r}; '
-                             f'choose one of {DECAY_TYPES}')
+        self.decay_rate = check_decay_settings(cfg['decay_rate'],
+                                               self.decay_type)
         self.num_layers = cfg.get('num_layers')
         if self.base_lr is None or self.base_wd is None:
             raise ValueError(
@@ -104,92 +232,20 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 'set explicitly in the config; got '
                 f'lr={self.base_lr}, weight_decay={self.base_wd}')
 
-    # -- layer ids ---------------------------------------------------------
-    def _backbone_layer_ids(
-            self, model: nn.Module) -> tuple[dict[int, int], int]:
-        """Ask the backbone for the id of each of its parameters.
-
-        Returns:
-            A map from ``id(parameter)`` to layer id, and num_layers.
-        """
-        backbone = getattr(model, 'backbone', None)
-        if not (isinstance(backbone, nn.Module)
-                and callable(getattr(backbone, 'get_layer_id', None))
-                and hasattr(backbone, 'num_layers')):
-            found = ('no backbone' if backbone is None else
-                     f'a backbone {type(backbone).__name__} without it')
-            raise TypeError(
-                'LayerDecayOptimizerConstructor needs model.backbone with a '
-                'get_layer_id(name, decay_type) method and a num_layers '
-                f'attribute (as convnext_dense.ConvNeXt has); '
-                f'{type(model).__name__} has {found}')
-
-        num_layers = int(backbone.num_layers)
-        if self.num_layers is not None and self.num_layers != num_layers:
-            depths = getattr(backbone, 'depths', None)
-            detail = (f' with depths {tuple(depths)}'
-                      if depths is not None else '')
-            raise ValueError(
-                f'paramwise_cfg.num_layers={self.num_layers} does not match '
-                f'the backbone {type(backbone).__name__}{detail}, which has '
-                f'num_layers={num_layers}. For ConvNeXt, num_layers = 3 + '
-                'ceil(depth of stage 2 / 3): 6 for T (9 blocks), 12 for '
-                'S/B/L/XL (27 blocks). Fix it or leave it out to derive it.')
-
-        layer_ids = {}
-        for name, param in backbone.named_parameters():
-            layer_id = backbone.get_layer_id(name, self.decay_type)
-            if not 0 <= layer_id <= num_layers + 1:
-                raise ValueError(
-                    f'{type(backbone).__name__}.get_layer_id returned '
-                    f'{layer_id} for {name!r}; ids must lie in '
-                    f'0..num_layers + 1 = 0..{num_layers + 1}')
-            layer_ids[id(param)] = layer_id
-        return layer_ids, num_layers
-
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Group the trainable parameters of ``model`` by (layer id, decay).
-
-        Args:
-            model: The detector or segmentor, possibly wrapped (DDP or
-                MMDistributedDataParallel: ``.module`` is unwrapped).
-
-        Returns:
-            Optimizer param groups sorted by layer id, the decayed group
-            first; each has ``params``, ``lr``, ``weight_decay``,
-            ``lr_scale``, ``layer_id`` and ``param_names``.
-        """
-        model = getattr(model, 'module', model)
-        layer_ids, num_layers = self._backbone_layer_ids(model)
-
-        groups: dict[tuple[int, float], dict[str, Any]] = {}
-        frozen = 0
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                frozen += 1
-                continue
-            # everything outside the backbone (neck, heads) trains at base lr
-            layer_id = layer_ids.get(id(param), num_layers + 1)
-            weight_decay = (0. if _no_weight_decay(name, param.ndim) else
-                            self.base_wd)
-            key = (layer_id, weight_decay)
-            if key not in groups:
-                lr_scale = self.decay_rate**(num_layers + 1 - layer_id)
-                groups[key] = dict(
-                    params=[],
-                    param_names=[],
-                    lr=self.base_lr * lr_scale,
-                    weight_decay=weight_decay,
-                    lr_scale=lr_scale,
-                    layer_id=layer_id)
-            groups[key]['params'].append(param)
-            groups[key]['param_names'].append(name)
-        ordered = [groups[key] for key in sorted(
-            groups, key=lambda key: (key[0], -key[1]))]
+        """:func:`layer_decay_param_groups` with this config's settings,
+        with ``param_names``, and the summary table logged on rank 0."""
+        groups = layer_decay_param_groups(
+            model, self.base_lr, self.base_wd, self.decay_rate,
+            self.decay_type, self.num_layers, with_names=True)
         if is_main_process():
-            print_log(self._summary(ordered, num_layers, frozen),
+            model = getattr(model, 'module', model)
+            frozen = sum(not param.requires_grad
+                         for param in model.parameters())
+            num_layers = int(model.backbone.num_layers)
+            print_log(self._summary(groups, num_layers, frozen),
                       logger='current', level=logging.INFO)
-        return ordered
+        return groups
 
     def _summary(self, groups: list[dict[str, Any]], num_layers: int,
                  frozen: int) -> str:

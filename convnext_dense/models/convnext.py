@@ -21,7 +21,6 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
-from timm.layers import DropPath
 
 from convnext_dense.registry import MODELS
 
@@ -138,7 +137,9 @@ class Block(nn.Module):
         self.gamma = (
             nn.Parameter(layer_scale_init_value * torch.ones(dim))
             if layer_scale_init_value else None)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # stochastic depth: the block draws its mask itself
+        # (_drop_path_mask), so that it can fold it into the layer scale
+        self.drop_prob = float(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x  # (N, C, H, W)
@@ -150,28 +151,34 @@ class Block(nn.Module):
             x = self.grn(x)
         x = self.pwconv2(x)  # (N, H, W, C)
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W)
+        drop = self.training and self.drop_prob > 0
         if self.gamma is None:
-            return shortcut + self.drop_path(x)
+            if drop:
+                x = x * self._drop_path_mask(x)  # (N, 1, 1, 1) mask
+            return shortcut + x
         # layer scale, drop path and residual in one pass over the memory
         # (addcmul) instead of three; the block is memory-bound outside its
         # two matmuls
         scale = self.gamma.view(-1, 1, 1)  # (C, 1, 1)
-        if self.training and isinstance(self.drop_path, DropPath):
+        if drop:
             scale = scale * self._drop_path_mask(x)  # (N, C, 1, 1)
         return torch.addcmul(shortcut, x, scale)
 
     def _drop_path_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, 1, 1, 1) mask of ``self.drop_path`` for this batch.
+        """The (N, 1, 1, 1) stochastic-depth mask for this batch.
 
         Drawn exactly as timm's ``DropPath`` draws it (one Bernoulli per
         sample, divided by the keep probability), so a seeded run drops the
-        same samples as the unfused ``drop_path(x * gamma)``.
+        same samples as the official ``drop_path(x * gamma)``.
         """
-        keep_prob = 1 - self.drop_path.drop_prob
+        keep_prob = 1 - self.drop_prob
         mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep_prob)
-        if keep_prob > 0 and self.drop_path.scale_by_keep:
+        if keep_prob > 0:
             mask.div_(keep_prob)
         return mask
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob:g}'
 
 
 def _resolve_arch(arch: str | dict) -> dict:

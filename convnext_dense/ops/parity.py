@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from convnext_dense.paths import REPO_ROOT
+
 DETECTORS = {'cascade': 'configs/cascade_convnext_t.py',
              'mask_rcnn': 'configs/mask_rcnn_convnext_t.py'}
 
@@ -133,7 +134,7 @@ def small_detector(name: str) -> torch.nn.Module:
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
-    cfg = Config.fromfile(osp.join(REPO, DETECTORS[name]))
+    cfg = Config.fromfile(osp.join(REPO_ROOT, DETECTORS[name]))
     model = copy.deepcopy(cfg.model)
     dims, channels = [16, 32, 64, 128], 32
     model.backbone.update(arch=dict(depths=[1, 1, 2, 1], dims=dims),

@@ -8,7 +8,6 @@ losses and gradients unchanged. All on the tiny 'test' arch, on the CPU.
 from __future__ import annotations
 
 import copy
-import math
 import os.path as osp
 from types import SimpleNamespace
 
@@ -17,28 +16,15 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
+from convnext_dense.engine.channels_last import (ChannelsLastHook,
+                                                 channels_last_inputs,
+                                                 compile_backbone,
+                                                 guard_mmcv_ops,
+                                                 to_channels_last)
 from convnext_dense.models.convnext import Block, ConvNeXt
-from convnext_dense.engine.channels_last import (ChannelsLastHook, channels_last_inputs,
-                                        compile_backbone, guard_mmcv_ops,
-                                        to_channels_last)
+from random_weights import randomize_
 
 CL = torch.channels_last
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial random weights: layer scale O(0.3), not 1e-6, so every
-    block's branch shows in the outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=gen)
-            if param.ndim > 1:
-                param.copy_(noise / math.sqrt(param[0].numel()))
-            elif 'norm' in name and name.endswith('weight'):
-                param.copy_(1 + 0.2 * noise)
-            else:
-                param.copy_(0.3 * noise)
-    return module
 
 
 def images(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -95,17 +81,22 @@ def unfused_block(block: Block, x: torch.Tensor) -> torch.Tensor:
     with timm's DropPath module and no fusion."""
     y = block.dwconv(x).permute(0, 2, 3, 1)
     y = block.pwconv2(block.act(block.pwconv1(block.norm(y))))
-    y = (y * block.gamma).permute(0, 3, 1, 2)
-    drop = DropPath(block.drop_path.drop_prob) if isinstance(
-        block.drop_path, DropPath) else nn.Identity()
+    if block.gamma is not None:
+        y = y * block.gamma
+    y = y.permute(0, 3, 1, 2)
+    drop = DropPath(block.drop_prob) if block.drop_prob else nn.Identity()
     return x + drop.train(block.training)(y)
 
 
+@pytest.mark.parametrize('layer_scale', [1e-6, None])
 @pytest.mark.parametrize('drop_path', [0., 0.5])
 @pytest.mark.parametrize('training', [False, True])
-def test_fused_block_equals_unfused_formula(drop_path: float,
-                                            training: bool) -> None:
-    block = randomize_(Block(16, drop_path=drop_path), seed=3)
+def test_fused_block_equals_unfused_formula(drop_path: float, training: bool,
+                                            layer_scale: float | None) -> None:
+    """Stochastic depth draws timm's DropPath samples, with layer scale
+    (folded into it) and without (V2)."""
+    block = randomize_(Block(16, drop_path=drop_path,
+                             layer_scale_init_value=layer_scale), seed=3)
     block.train(training)
     x = images((8, 16, 12, 12)).contiguous(memory_format=CL)
     torch.manual_seed(11)

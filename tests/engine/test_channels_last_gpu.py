@@ -1,6 +1,6 @@
 """The fast paths on a CUDA device: channels-last, fp16/bf16 autocast, cuDNN.
 
-The CPU suite (test_fast_paths.py) checks the same contracts on the CPU's
+The CPU suite (test_channels_last.py) checks the same contracts on the CPU's
 kernels; here cuDNN's channels-last depthwise convolution and tensor-core
 matmuls are the code under test. Skipped without CUDA (CI has none):
 ``pytest -m gpu`` on a GPU machine.
@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from convnext_dense.models.convnext import ConvNeXt
+from random_weights import randomize_
 
-from .test_fast_paths import images, is_channels_last, randomize_
+from .test_channels_last import images, is_channels_last
 
 pytestmark = [
     pytest.mark.gpu,

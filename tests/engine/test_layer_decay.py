@@ -20,7 +20,8 @@ from mmengine.optim import build_optim_wrapper
 
 from convnext_dense.engine import layer_decay
 from convnext_dense.engine.layer_decay import (LayerDecayOptimizerConstructor,
-                                               check_layer_decay_config)
+                                               check_layer_decay_config,
+                                               layer_decay_param_groups)
 from convnext_dense.models import ConvNeXt
 
 T_DEPTHS = (3, 3, 9, 3)
@@ -357,3 +358,40 @@ def test_adamw_step_moves_each_group_at_its_own_rate():
         lr = BASE_LR * 2.**(7 - expected_layer_id(name, T_DEPTHS,
                                                   'layer_wise'))
         assert moved.max().item() == pytest.approx(lr, rel=1e-4), name
+
+
+@pytest.mark.parametrize('depths', [T_DEPTHS, S_DEPTHS], ids=['T', 'S'])
+@pytest.mark.parametrize('decay_type', ['layer_wise', 'stage_wise'])
+def test_plain_pytorch_groups_equal_the_constructor_s(depths, decay_type):
+    """layer_decay_param_groups + torch.optim.AdamW, no Runner: every group
+    (params, lr, weight decay) equal to what the constructor builds."""
+    model = StandInDetector(depths)
+    model.backbone.downsample_layers[0].requires_grad_(False)  # frozen stem
+    built = build(model, decay_rate=2., decay_type=decay_type).optimizer
+    groups = layer_decay_param_groups(
+        model, base_lr=BASE_LR, weight_decay=BASE_WD, decay_rate=2.,
+        decay_type=decay_type)
+    plain = torch.optim.AdamW(groups, lr=BASE_LR, weight_decay=BASE_WD)
+    assert len(plain.param_groups) == len(built.param_groups) > 2
+    for ours, theirs in zip(plain.param_groups, built.param_groups):
+        assert [id(p) for p in ours['params']] == \
+            [id(p) for p in theirs['params']]
+        assert (ours['lr'], ours['weight_decay'], ours['lr_scale'],
+                ours['layer_id']) == (theirs['lr'], theirs['weight_decay'],
+                                      theirs['lr_scale'], theirs['layer_id'])
+    # and the table of the reference (docs/reference.md §3) holds for it
+    for name, group in settings_by_name(model, plain).items():
+        layer_id = expected_layer_id(name, depths, decay_type)
+        assert group['lr'] == BASE_LR * 2.**(NUM_LAYERS[depths] + 1 -
+                                              layer_id), name
+        assert group['weight_decay'] == expected_weight_decay(name), name
+
+
+def test_plain_pytorch_groups_check_their_settings():
+    model = StandInDetector()
+    with pytest.raises(ValueError, match='unknown decay_type'):
+        layer_decay_param_groups(model, 1e-3, 0.05, 0.7, 'block_wise')
+    with pytest.raises(ValueError, match='num_layers=12 does not match'):
+        layer_decay_param_groups(model, 1e-3, 0.05, 0.7, num_layers=12)
+    with pytest.raises(ValueError, match='decay_rate must be positive'):
+        layer_decay_param_groups(model, 1e-3, 0.05, 0.)

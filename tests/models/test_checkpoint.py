@@ -30,8 +30,9 @@ from convnext_dense.models.checkpoint import (FORMATS, convert_checkpoint,
                                               load_backbone_checkpoint,
                                               read_checkpoint, to_official)
 from convnext_dense.models.convnext import ConvNeXt
+from random_weights import randomize_
 
-from .test_convnext import layer_norm_nchw, randomize_
+from .test_convnext import layer_norm_nchw
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHS = ['test', 'v2-test']  # V1 and V2 (GRN, no layer scale)

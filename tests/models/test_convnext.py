@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from convnext_dense.models.checkpoint import to_official
 from convnext_dense.models.convnext import ARCH_SETTINGS, GRN, Block, ConvNeXt
+from random_weights import randomize_
 
 # timm's name for each of our published archs
 TIMM_NAMES = {
@@ -29,29 +30,6 @@ TIMM_NAMES = {
     'v2-base': 'convnextv2_base', 'v2-large': 'convnextv2_large',
     'v2-huge': 'convnextv2_huge',
 }
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    """Fill every parameter with non-trivial random values, in place.
-
-    Matrices and kernels get N(0, 1/fan_in) so activations stay O(1); 1-D
-    norm weights 1 + N(0, 0.2^2); every other 1-D tensor (biases, layer
-    scale, GRN gamma/beta, whatever its shape) N(0, 0.3^2), so none of
-    them is 0 or 1 and a mix-up between two of them shows.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=gen)
-            if 'grn' in name:
-                param.copy_(0.3 * noise)
-            elif param.ndim > 1:
-                param.copy_(noise / math.sqrt(param[0].numel()))
-            elif 'norm' in name and name.endswith('weight'):
-                param.copy_(1 + 0.2 * noise)
-            else:
-                param.copy_(0.3 * noise)
-    return module
 
 
 def layer_norm_nchw(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -256,14 +234,11 @@ def test_drop_path_rates_grow_linearly_over_all_blocks() -> None:
     depths, rate = (2, 2, 3, 2), 0.4
     model = ConvNeXt(dict(depths=depths, dims=(8, 16, 32, 64)),
                      drop_path_rate=rate)
-    got = [
-        b.drop_path.drop_prob if not isinstance(b.drop_path, nn.Identity)
-        else 0. for s in model.stages for b in s
-    ]
+    got = [b.drop_prob for s in model.stages for b in s]
     total = sum(depths)
     assert got == pytest.approx([rate * k / (total - 1) for k in range(total)],
                                 abs=1e-7)
-    assert isinstance(model.stages[0][0].drop_path, nn.Identity)
+    assert model.stages[0][0].drop_prob == 0
     assert got[-1] == pytest.approx(rate)
 
 

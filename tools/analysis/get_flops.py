@@ -8,7 +8,7 @@ R-CNN, UperNet), at the paper's input sizes (1280x800 detection; 2048x512 /
 2560x640 segmentation). Counted with mmengine's counter on the CPU; each
 model is built and run once (about a minute for T, several for XL on two
 cores). "FLOPs" here and in the paper are multiply-adds. The logic and
-the counting conventions live in :mod:`convnext_dense.analysis`.
+the counting conventions live in :mod:`convnext_dense.analysis.complexity`.
 """
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> list:
     from mmengine.logging import print_log
     from mmengine.utils import ProgressBar
 
-    from convnext_dense.analysis import (analysis_document,
-                                         complexity_table, config_complexity,
-                                         model_configs)
+    from convnext_dense.analysis.complexity import (analysis_document,
+                                                    complexity_table,
+                                                    config_complexity,
+                                                    model_configs)
     configs = args.configs or model_configs(osp.join(REPO, 'configs'))
     if not configs:
         sys.exit('error: no configs to count')

@@ -9,7 +9,7 @@ resumption, in time order), one run's directory, or a scalars file
 ``.json`` log in that one-object-per-line format). Training scalars are
 plotted against the iteration; validation metrics against the epoch
 (epoch-based loops) or the iteration. ``--list`` prints the logged keys.
-The logic lives in :mod:`convnext_dense.analysis`.
+The logic lives in :mod:`convnext_dense.analysis.curves`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> str | None:
     args = parse_args(argv)
     from mmengine.logging import print_log
 
-    from convnext_dense.analysis import plot_scalars, read_scalars
+    from convnext_dense.analysis.curves import plot_scalars, read_scalars
     try:
         series = read_scalars(args.work_dir)
         if args.list:

@@ -1,4 +1,4 @@
-"""Model analysis: parameters and FLOPs of the configs, training curves.
+"""Parameters and FLOPs (multiply-adds) of the configs, against the paper.
 
 Complexity is counted by mmengine's counter (:class:`mmengine.analysis.
 FlopAnalyzer`, the fvcore counter ported to mmengine), which traces one
@@ -29,18 +29,11 @@ counter: ``torch.jit`` tracing passes symbolic sizes that the meta kernels
 of convolution reject. Models are built and run on the CPU: measured on two
 shared cores, T configs take about a minute each, the largest (UperNet XL
 at 2560x640) 4.5 minutes and about 6 GB; all 16 configs 24 minutes.
-
-Training curves come from the scalars that mmengine's ``LocalVisBackend``
-writes to ``<work_dir>/<timestamp>/vis_data/scalars.json``, one JSON object
-per logged step.
 """
 from __future__ import annotations
 
 import gc
 import glob
-import json
-import math
-import os
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -49,11 +42,8 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
+from convnext_dense.apis.task import build_model, detect_task
 from convnext_dense.models import ConvNeXt
-
-# ---------------------------------------------------------------------------
-# complexity
-# ---------------------------------------------------------------------------
 
 # The paper's input size for detection FLOPs (width, height):
 # docs/reference.md §4
@@ -280,31 +270,10 @@ def load_model_config(config: str | Config) -> Config:
     return Config.fromfile(config)
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` in eval mode on the CPU, without loading any
-    pretrained weights, with SyncBN reverted to BN."""
-    from mmengine.model.utils import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-
-    from convnext_dense.apis.inference import detect_task
-
-    task = detect_task(cfg)
-    init_default_scope('mmdet' if task == 'det' else 'mmseg')
-    if task == 'det':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    # building does not call init_weights: no pretrained file is read
-    model = MODELS.build(cfg.model)
-    return revert_sync_batchnorm(model).eval()
-
-
 def default_input_size(cfg: Config) -> tuple[int, int]:
     """The (width, height) the paper counts FLOPs at for this config:
     1280x800 for detection; the test pipeline's resize scale for
     segmentation (2048x512 for 512 crops, 2560x640 for 640)."""
-    from convnext_dense.apis.inference import detect_task
-
     if detect_task(cfg) == 'det':
         return DET_INPUT_SIZE
     for transform in cfg.get('test_pipeline', []):
@@ -329,8 +298,6 @@ def config_complexity(config: str | Config,
         num_mask_rois: Detection: RoIs through each mask head. Defaults to
             100.
     """
-    from convnext_dense.apis.inference import detect_task
-
     cfg = load_model_config(config)
     input_size = tuple(input_size or default_input_size(cfg))
     model = build_model(cfg)
@@ -436,164 +403,3 @@ def _classifier_line() -> str:
     measured = classifier_complexity('tiny', 224)
     return (f'{measured.params / 1e6:.2f}M params, '
             f'{measured.flops / 1e9:.2f} GFLOPs')
-
-
-# ---------------------------------------------------------------------------
-# training curves
-# ---------------------------------------------------------------------------
-
-@dataclass
-class Series:
-    """One logged scalar over training.
-
-    Args:
-        steps: The ``step`` of each value: the iteration for training
-            scalars; for validation metrics the epoch (epoch-based loops) or
-            the iteration (iteration-based loops).
-        values: The logged values.
-        unit: 'iteration' or 'epoch': what ``steps`` counts.
-    """
-    steps: list[int]
-    values: list[float]
-    unit: str = 'iteration'
-
-
-def find_scalar_files(path: str) -> list[str]:
-    """The scalars files of a work dir, oldest run first.
-
-    ``path`` may be a scalars file itself (any ``.json`` in mmengine's
-    one-object-per-line format), a run directory (``<work_dir>/<timestamp>``
-    or its ``vis_data``), or a work dir holding several runs (e.g. a
-    training and its resumption), which are all returned in time order.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist or holds no scalars.
-    """
-    if osp.isfile(path):
-        return [path]
-    if not osp.isdir(path):
-        raise FileNotFoundError(f'no such file or directory: {path}')
-    patterns = ('scalars.json', 'vis_data/scalars.json',
-                '*/vis_data/scalars.json')
-    for pattern in patterns:
-        found = glob.glob(osp.join(path, pattern))
-        if found:
-            # run directories are named by their start time, so the sort
-            # by name is chronological
-            return sorted(found)
-    raise FileNotFoundError(
-        f'no vis_data/scalars.json under {path}: is it the work_dir of an '
-        "mmengine run with LocalVisBackend (mmdet's and mmseg's default)?")
-
-
-def read_scalars(path: str) -> dict[str, Series]:
-    """Every numeric scalar logged in a work dir, one series per key.
-
-    Training lines carry ``iter`` (and ``epoch`` in epoch-based loops) and
-    their ``step`` is the iteration; validation lines carry neither, and
-    their ``step`` is the epoch in epoch-based loops. A key logged in both
-    (``time``, ``data_time``) keeps its name for training and becomes
-    ``val/<key>`` for validation. Lines of later runs (a resumed training)
-    replace those of earlier runs at the same step. The bookkeeping keys
-    ``step``, ``epoch`` and ``iter`` are no series of their own.
-
-    Args:
-        path: See :func:`find_scalar_files`.
-
-    Raises:
-        ValueError: If a line is not a JSON object (naming file and line).
-    """
-    # phase -> key -> step -> value (dicts keep the order of appearance)
-    tables: dict[str, dict[str, dict[int, float]]] = {'train': {}, 'val': {}}
-    epoch_based = False
-    for file in find_scalar_files(path):
-        with open(file, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f'{file}:{number} is not a JSON object: {err}'
-                    ) from err
-                if not isinstance(record, dict) or 'step' not in record:
-                    continue
-                step = int(record['step'])
-                phase = 'train' if 'iter' in record else 'val'
-                epoch_based |= phase == 'train' and 'epoch' in record
-                for key, value in record.items():
-                    if key in ('step', 'epoch', 'iter') or isinstance(
-                            value, bool) or not isinstance(
-                                value, (int, float)):
-                        continue
-                    tables[phase].setdefault(key, {})[step] = float(value)
-    series = {}
-    val_unit = 'epoch' if epoch_based else 'iteration'
-    for phase, unit in (('train', 'iteration'), ('val', val_unit)):
-        for key, values in tables[phase].items():
-            if phase == 'val' and key in tables['train']:
-                key = f'val/{key}'
-            steps = sorted(values)
-            series[key] = Series(steps, [values[s] for s in steps], unit)
-    return series
-
-
-def plot_scalars(series: dict[str, Series],
-                 keys: Sequence[str],
-                 out_file: str,
-                 title: str | None = None) -> str:
-    """Plot the given series, one panel per key, into an image file.
-
-    Uses matplotlib's Agg backend: no display needed.
-
-    Args:
-        series: As :func:`read_scalars` returns.
-        keys: Which series to plot, in panel order.
-        out_file: Image path (PNG, or any format matplotlib infers from
-            the extension).
-        title: Figure title. Defaults to None.
-
-    Returns:
-        ``out_file``.
-
-    Raises:
-        KeyError: If a key was not logged; the message lists those that
-            were.
-    """
-    missing = [key for key in keys if key not in series]
-    if missing:
-        raise KeyError(
-            f'not in the log: {missing}; logged keys: {sorted(series)}')
-    if not keys:
-        raise ValueError('no keys to plot')
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    columns = min(len(keys), 3)
-    rows = math.ceil(len(keys) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(5 * columns, 3.5 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        data = series[key]
-        marker = 'o' if len(data.steps) <= 30 else None
-        ax.plot(data.steps, data.values, marker=marker, linewidth=1.2)
-        ax.set_title(key)
-        ax.set_xlabel(data.unit)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if key == 'lr' or key.endswith('/lr'):
-            ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2))
-    for ax in list(axes.flat)[len(keys):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out_dir = osp.dirname(out_file)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-    fig.savefig(out_file, dpi=100)
-    plt.close(fig)
-    return out_file
