@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 def load_config(path: str,
                 cfg_options: dict | None = None,
                 launcher: str = 'none',
-                work_dir: str | None = None) -> Config:
+                work_dir: str | None = None,
+                data_root: str | None = None) -> Config:
     """Load a config, merge command-line overrides, and set the work dir.
 
     Args:
@@ -27,17 +28,53 @@ def load_config(path: str,
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
         work_dir: Work directory; None keeps the config's ``work_dir`` or
             falls back to ``work_dirs/<config name>``. Defaults to None.
+        data_root: ``--data-root``: see :func:`set_data_root`. Defaults to
+            None (the config's).
     """
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs',
                                 osp.splitext(osp.basename(path))[0])
     return cfg
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every dataset of the config at ``data_root`` (``--data-root``).
+
+    Sets ``data_root`` of each dataset under ``{train,val,test}_dataloader``
+    (through Repeat/Concat wrappers) and moves each evaluator's ``ann_file``
+    that lay under an old data root to the same place under the new one.
+    Unlike ``--cfg-options KEY=PATH``, whose values mmengine strips of
+    every blank, the path is taken as given.
+    """
+    from convnext_dense.engine.data_checks import dataset_cfgs
+    old_roots = set()
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and loader.get('dataset'):
+            for _, dataset in dataset_cfgs(loader['dataset'], split):
+                if dataset.get('data_root'):
+                    old_roots.add(dataset['data_root'])
+                dataset['data_root'] = data_root
+    for split in ('val', 'test'):
+        evaluator = cfg.get(f'{split}_evaluator')
+        for metric in (evaluator if isinstance(evaluator, (list, tuple))
+                       else [evaluator]):
+            ann_file = (metric or {}).get('ann_file')
+            old = next((root for root in sorted(old_roots, key=len,
+                                                reverse=True)
+                        if isinstance(ann_file, str)
+                        and ann_file.startswith(root)), None)
+            if old is not None:
+                metric['ann_file'] = osp.join(
+                    data_root, ann_file[len(old):].lstrip('/'))
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -72,6 +109,17 @@ def train(cfg: Config):
     setup_cpu_distributed(cfg)
     with explain_dataset_errors():
         return build_runner(cfg).train()
+
+
+def require_matching_checkpoint(cfg: Config,
+                                allow_partial: bool = False) -> None:
+    """Make loading ``cfg.load_from`` refuse a checkpoint of another model
+    (:class:`~convnext_dense.engine.StrictLoadHook`), or with
+    ``allow_partial`` only warn, naming what differs either way."""
+    hooks = cfg.get('custom_hooks') or []
+    hooks.append(dict(type='convnext_dense.StrictLoadHook',
+                      allow_partial=allow_partial))
+    cfg.custom_hooks = hooks
 
 
 def _scope(cfg: Config) -> str:

@@ -11,7 +11,8 @@ from .channels_last import ChannelsLastHook, compile_backbone, guard_mmcv_ops
 from .data_checks import check_dataset_paths, explain_dataset_errors
 from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
-                    NonFiniteLossHook, ResumableRandomnessHook)
+                    NonFiniteLossHook, ResumableRandomnessHook,
+                    StrictLoadHook)
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config)
 from ..models.checkpoint_io import allow_mmengine_checkpoint_types
@@ -20,6 +21,7 @@ __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'ChannelsLastHook',
     'LayerDecayOptimizerConstructor',
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
+    'StrictLoadHook',
     'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
     'check_layer_decay_config', 'compile_backbone', 'explain_dataset_errors',
     'guard_mmcv_ops',

@@ -99,6 +99,12 @@ class UnreadableCheckpointError(RuntimeError):
     safetensors file."""
 
 
+def _checkpoint_errors() -> tuple:
+    from .checkpoint_match import CheckpointMismatchError
+    return (UnsafeCheckpointError, UnreadableCheckpointError,
+            CheckpointMismatchError)
+
+
 def _history_buffer_statistic(obj: Any, name: str) -> Callable:
     """``getattr`` restricted to HistoryBuffer's own statistics methods.
 
@@ -408,3 +414,6 @@ def register_safe_loaders() -> None:
 
 register_safe_loaders()
 allow_mmengine_checkpoint_types()
+# what the tools report in one line, naming the file: a crafted, truncated
+# or mismatching checkpoint
+CHECKPOINT_ERRORS = _checkpoint_errors()
