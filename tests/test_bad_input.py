@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import runpy
@@ -243,3 +244,48 @@ def test_resume_from_truncated_checkpoint(toy_coco, work_dir, tmp_path,
         train(toy_coco, work_dir, resume=str(truncated))
     assert str(info.value).startswith(
         f'{truncated} is not a complete checkpoint')
+
+
+def test_second_training_in_one_work_dir(toy_coco, work_dir, tmp_path,
+                                         expect_untouched):
+    """A training holds the work dir: a second one is refused, naming it;
+    once the first is killed (-9), its leftover record is named and the
+    lock taken over."""
+    import signal
+    import subprocess
+    import sys
+
+    from convnext_dense.engine import work_dir_lock
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys, time\n'
+         'from convnext_dense.engine import work_dir_lock\n'
+         f'with work_dir_lock({str(work_dir)!r}):\n'
+         '    print("locked", flush=True); time.sleep(120)'],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(RuntimeError) as info:
+            train(toy_coco, work_dir)
+        assert str(info.value).startswith(
+            f'work dir {work_dir} is in use by another training: process '
+            f'{holder.pid} on ')
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    from mmengine.logging import MMLogger
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = MMLogger.get_instance('lock_test', log_level='INFO')
+    logger.addHandler(Collect())
+    with work_dir_lock(str(work_dir)):  # logs to the current MMLogger
+        pass
+    assert any(f'process {holder.pid} on ' in message and 'ended without '
+               'releasing it (killed?); taking it over' in message
+               for message in records), records
+    # released, and a clean exit leaves no record to warn about
+    assert (work_dir / '.train.lock').read_text() == ''

@@ -93,8 +93,10 @@ def train(cfg: Config):
     (:func:`check_layer_decay_config`), every data path is checked and a
     missing one named with its config key (:func:`check_dataset_paths`),
     and a ``--launcher pytorch`` run on a machine without CUDA is set up on
-    gloo (:func:`setup_cpu_distributed`). An empty dataset is explained
-    rather than reported as a failed concatenation.
+    gloo (:func:`setup_cpu_distributed`). The work dir is locked for the
+    training (:func:`work_dir_lock`: a second training in it is refused,
+    naming the first). An empty dataset is explained rather than reported
+    as a failed concatenation.
 
     Returns:
         The trained model (``Runner.train``'s return value).
@@ -102,12 +104,12 @@ def train(cfg: Config):
     from convnext_dense.engine import (check_dataset_paths,
                                        check_layer_decay_config,
                                        explain_dataset_errors,
-                                       setup_cpu_distributed)
+                                       setup_cpu_distributed, work_dir_lock)
     check_layer_decay_config(cfg)
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
     check_dataset_paths(cfg, splits)
     setup_cpu_distributed(cfg)
-    with explain_dataset_errors():
+    with work_dir_lock(cfg.work_dir), explain_dataset_errors():
         return build_runner(cfg).train()
 
 

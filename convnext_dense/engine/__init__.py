@@ -13,6 +13,7 @@ from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
                     NonFiniteLossHook, ResumableRandomnessHook,
                     StrictLoadHook)
+from .work_dir_lock import WorkDirLockedError, work_dir_lock
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config)
 from ..models.checkpoint_io import allow_mmengine_checkpoint_types
@@ -25,5 +26,5 @@ __all__ = [
     'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
     'check_layer_decay_config', 'compile_backbone', 'explain_dataset_errors',
     'guard_mmcv_ops',
-    'setup_cpu_distributed'
+    'setup_cpu_distributed', 'WorkDirLockedError', 'work_dir_lock'
 ]
