@@ -289,3 +289,65 @@ def test_second_training_in_one_work_dir(toy_coco, work_dir, tmp_path,
                for message in records), records
     # released, and a clean exit leaves no record to warn about
     assert (work_dir / '.train.lock').read_text() == ''
+
+
+def test_truncated_annotation_file(data, work_dir, expect_untouched):
+    ann_file = data / 'annotations' / 'instances_train2017.json'
+    ann_file.write_bytes(ann_file.read_bytes()[:1000])
+    # before: json.decoder.JSONDecodeError naming no file
+    with pytest.raises(ValueError) as info:
+        train(data, work_dir)
+    assert str(info.value).startswith(
+        f"train_dataloader.dataset.ann_file: '{ann_file}' is not valid "
+        'JSON (')
+
+
+def _damage_boxes(ann_file: Path, how) -> int:
+    coco = json.loads(ann_file.read_text())
+    for i, ann in enumerate(coco['annotations']):
+        how(i, ann)
+    ann_file.write_text(json.dumps(coco))
+    return len(coco['annotations'])
+
+
+def test_dropped_boxes_are_counted(data, work_dir):
+    ann_file = data / 'annotations' / 'instances_train2017.json'
+
+    def damage(i, ann):
+        if i == 0:
+            ann['bbox'][2] = -ann['bbox'][2]  # negative width
+        elif i == 1:
+            ann['category_id'] = 99  # no such class
+    total = _damage_boxes(ann_file, damage)
+    from convnext_dense.engine import check_annotations
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    MMLogger.get_instance('boxes_test').addHandler(Collect())
+    cfg = Config.fromfile(DEMO)
+    cfg.train_dataloader.dataset.data_root = f'{data}/'
+    check_annotations(cfg, ('train', ))
+    assert records == [
+        f"train_dataloader.dataset.ann_file: '{ann_file}': mmdet drops 2 "
+        f'of its {total} boxes: 1 of zero or negative width, height or area '
+        '(or outside their image), 1 with a category id not among the '
+        "classes (3 classes: check metainfo.classes against the file's "
+        'categories)']
+
+
+def test_training_set_without_a_box_is_refused(data, work_dir,
+                                               expect_untouched):
+    ann_file = data / 'annotations' / 'instances_train2017.json'
+    total = _damage_boxes(ann_file,
+                          lambda i, ann: ann.update(category_id=99))
+    with pytest.raises(ValueError) as info:
+        train(data, work_dir)
+    assert str(info.value).startswith(
+        f"train_dataloader.dataset.ann_file: '{ann_file}': mmdet drops "
+        f'{total} of its {total} boxes')
+    assert str(info.value).endswith('No box is left to train on.')

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from convnext_dense.engine import check_dataset_paths
+    from convnext_dense.engine import check_annotations, check_dataset_paths
     from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
     from convnext_dense.apis.cli import (build_runner, dump_predictions,
                                          enable_tta, enable_visualization,
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     require_matching_checkpoint(cfg, args.allow_partial)
     # a missing or wrong data path is named with its config key up front
     check_dataset_paths(cfg, ('test', ))
+    check_annotations(cfg, ('test', ))
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:

@@ -92,6 +92,10 @@ def train(cfg: Config):
     the optimizer constructor would ignore are refused
     (:func:`check_layer_decay_config`), every data path is checked and a
     missing one named with its config key (:func:`check_dataset_paths`),
+    annotation files are parsed and label maps read (:func:`check_annotations`:
+    the bad file is named; boxes mmdet would drop are counted in a warning,
+    and a training set left with none refused; a label map met later is
+    checked by the ``CheckSegLabels`` that :func:`add_label_checks` adds),
     and a ``--launcher pytorch`` run on a machine without CUDA is set up on
     gloo (:func:`setup_cpu_distributed`). The work dir is locked for the
     training (:func:`work_dir_lock`: a second training in it is refused,
@@ -101,13 +105,16 @@ def train(cfg: Config):
     Returns:
         The trained model (``Runner.train``'s return value).
     """
-    from convnext_dense.engine import (check_dataset_paths,
+    from convnext_dense.engine import (add_label_checks, check_annotations,
+                                       check_dataset_paths,
                                        check_layer_decay_config,
                                        explain_dataset_errors,
                                        setup_cpu_distributed, work_dir_lock)
     check_layer_decay_config(cfg)
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
     check_dataset_paths(cfg, splits)
+    check_annotations(cfg, splits)
+    add_label_checks(cfg)
     setup_cpu_distributed(cfg)
     with work_dir_lock(cfg.work_dir), explain_dataset_errors():
         return build_runner(cfg).train()

@@ -6,6 +6,8 @@ file backend. (Checkpoint reading, the allow-list that lets ``--resume``
 work under ``torch.load(weights_only=True)`` included, is
 :mod:`convnext_dense.models.checkpoint_io`.)
 """
+from .annotation_checks import (CheckSegLabels, add_label_checks,
+                                check_annotations)
 from .atomic_save import AtomicLocalBackend, atomic_write
 from .channels_last import ChannelsLastHook, compile_backbone, guard_mmcv_ops
 from .data_checks import check_dataset_paths, explain_dataset_errors
@@ -19,6 +21,7 @@ from .layer_decay import (LayerDecayOptimizerConstructor,
 from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
+    'CheckSegLabels', 'add_label_checks', 'check_annotations',
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'ChannelsLastHook',
     'LayerDecayOptimizerConstructor',
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
