@@ -8,9 +8,11 @@ it here, once.
 """
 from __future__ import annotations
 
+import logging
 import os.path as osp
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 
@@ -116,6 +118,17 @@ def train(cfg: Config):
     check_annotations(cfg, splits)
     add_label_checks(cfg)
     setup_cpu_distributed(cfg)
+    if cfg.get('resume') and not cfg.get('load_from'):
+        # mmengine would log "Auto resumed from the latest checkpoint None."
+        # and start from scratch
+        from mmengine.runner import find_latest_checkpoint
+        cfg.load_from = find_latest_checkpoint(cfg.work_dir)
+        if cfg.load_from is None:
+            cfg.resume = False
+            print_log(
+                f'--resume: nothing to resume in {cfg.work_dir} (no '
+                'last_checkpoint file); training from the start',
+                logger='current', level=logging.WARNING)
     with work_dir_lock(cfg.work_dir), explain_dataset_errors():
         return build_runner(cfg).train()
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import os.path as osp
 import random
+import re
 from typing import Optional
 
 import numpy as np
@@ -89,12 +91,36 @@ class AtomicCheckpointHook(CheckpointHook):
         super().before_train(runner)
         if not is_main_process():
             return
+        self._warn_overwrites(runner)
         for dirname in {self.out_dir, runner.work_dir}:
             if osp.isdir(dirname):
                 for path in remove_partial_files(dirname):
                     print_log(
                         f'Removed {path}, left by an interrupted save.',
                         logger='current')
+
+    def _warn_overwrites(self, runner) -> None:
+        """Warn once about checkpoints of an earlier run that this one will
+        overwrite (a training started without --resume in a used work dir,
+        or resumed from an earlier checkpoint than the latest)."""
+        if not osp.isdir(self.out_dir):
+            return
+        step = runner.epoch if self.by_epoch else runner.iter
+        pattern = re.compile(
+            re.escape(self.filename_tmpl).replace(r'\{\}', r'(\d+)') + '$')
+        later = sorted(
+            (int(match.group(1)), name) for name in os.listdir(self.out_dir)
+            for match in [pattern.match(name)]
+            if match and int(match.group(1)) > step)
+        if later:
+            names = ', '.join(name for _, name in later[:5]) + (
+                f' (+{len(later) - 5} more)' if len(later) > 5 else '')
+            print_log(
+                f'{self.out_dir} already holds {len(later)} checkpoint(s) '
+                f'this training will overwrite as it reaches them: {names}. '
+                'To continue that training instead, use --resume; to keep '
+                'them, use another --work-dir.',
+                logger='current', level=logging.WARNING)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # called before the weights are copied into the model
