@@ -74,7 +74,8 @@ def atomic_write(data: bytes, filepath: Union[str, Path]) -> None:
         # an exception (not a kill) mid-write: leave no partial file behind
         if osp.exists(partial):
             os.remove(partial)
-        if isinstance(err, OSError) and err.filename is None:
+        if (isinstance(err, OSError) and err.errno is not None
+                and err.filename is None):
             # a full disk says only "[Errno 28] No space left on device"
             raise OSError(
                 err.errno, f'{err.strerror} (writing {len(data)} bytes; the '
