@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import runpy
@@ -206,8 +207,9 @@ def test_resume_from_checkpoint_of_another_arch(toy_coco, work_dir,
     message = str(info.value)
     assert message.startswith(
         f'cannot resume from {detector_checkpoint}: it holds another model')
-    assert ('backbone.downsample_layers.0.0.weight: (32, 3, 4, 4) in the '
-            'checkpoint, (16, 3, 4, 4) in the model') in message
+    # the report tools/test.py and tools/infer.py give
+    assert ('tensors with another shape: backbone.downsample_layers.0.0.'
+            'weight: file (32, 3, 4, 4) vs model (16, 3, 4, 4)') in message
 
 
 class _RunsShell:
@@ -242,3 +244,110 @@ def test_resume_from_truncated_checkpoint(toy_coco, work_dir, tmp_path,
         train(toy_coco, work_dir, resume=str(truncated))
     assert str(info.value).startswith(
         f'{truncated} is not a complete checkpoint')
+
+
+def test_second_training_in_one_work_dir(toy_coco, work_dir, tmp_path,
+                                         expect_untouched):
+    """A training holds the work dir: a second one is refused, naming it;
+    once the first is killed (-9), its leftover record is named and the
+    lock taken over."""
+    import signal
+    import subprocess
+    import sys
+
+    from convnext_dense.engine import work_dir_lock
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys, time\n'
+         'from convnext_dense.engine import work_dir_lock\n'
+         f'with work_dir_lock({str(work_dir)!r}):\n'
+         '    print("locked", flush=True); time.sleep(120)'],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(RuntimeError) as info:
+            train(toy_coco, work_dir)
+        assert str(info.value).startswith(
+            f'work dir {work_dir} is in use by another training: process '
+            f'{holder.pid} on ')
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    from mmengine.logging import MMLogger
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = MMLogger.get_instance('lock_test', log_level='INFO')
+    logger.addHandler(Collect())
+    with work_dir_lock(str(work_dir)):  # logs to the current MMLogger
+        pass
+    assert any(f'process {holder.pid} on ' in message and 'ended without '
+               'releasing it (killed?); taking it over' in message
+               for message in records), records
+    # released, and a clean exit leaves no record to warn about
+    assert (work_dir / '.train.lock').read_text() == ''
+
+
+def test_truncated_annotation_file(data, work_dir, expect_untouched):
+    ann_file = data / 'annotations' / 'instances_train2017.json'
+    ann_file.write_bytes(ann_file.read_bytes()[:1000])
+    # before: json.decoder.JSONDecodeError naming no file
+    with pytest.raises(ValueError) as info:
+        train(data, work_dir)
+    assert str(info.value).startswith(
+        f"train_dataloader.dataset.ann_file: '{ann_file}' is not valid "
+        'JSON (')
+
+
+def _damage_boxes(ann_file: Path, how) -> int:
+    coco = json.loads(ann_file.read_text())
+    for i, ann in enumerate(coco['annotations']):
+        how(i, ann)
+    ann_file.write_text(json.dumps(coco))
+    return len(coco['annotations'])
+
+
+def test_dropped_boxes_are_counted(data, work_dir):
+    ann_file = data / 'annotations' / 'instances_train2017.json'
+
+    def damage(i, ann):
+        if i == 0:
+            ann['bbox'][2] = -ann['bbox'][2]  # negative width
+        elif i == 1:
+            ann['category_id'] = 99  # no such class
+    total = _damage_boxes(ann_file, damage)
+    from convnext_dense.engine import check_annotations
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    MMLogger.get_instance('boxes_test').addHandler(Collect())
+    cfg = Config.fromfile(DEMO)
+    cfg.train_dataloader.dataset.data_root = f'{data}/'
+    check_annotations(cfg, ('train', ))
+    assert records == [
+        f"train_dataloader.dataset.ann_file: '{ann_file}': mmdet drops 2 "
+        f'of its {total} boxes: 1 of zero or negative width, height or area '
+        '(or outside their image), 1 with a category id not among the '
+        "classes (3 classes: check metainfo.classes against the file's "
+        'categories)']
+
+
+def test_training_set_without_a_box_is_refused(data, work_dir,
+                                               expect_untouched):
+    ann_file = data / 'annotations' / 'instances_train2017.json'
+    total = _damage_boxes(ann_file,
+                          lambda i, ann: ann.update(category_id=99))
+    with pytest.raises(ValueError) as info:
+        train(data, work_dir)
+    assert str(info.value).startswith(
+        f"train_dataloader.dataset.ann_file: '{ann_file}': mmdet drops "
+        f'{total} of its {total} boxes')
+    assert str(info.value).endswith('No box is left to train on.')

@@ -43,17 +43,18 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
     import torch
 
-    from convnext_dense.apis.inference import (CheckpointMismatchError,
+    from convnext_dense.apis.inference import (OutputOverwritesInputError,
                                                UnreadableImageError,
                                                run_inference)
+    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
     device = args.device or ('cuda:0' if torch.cuda.is_available() else
                              'cpu')
     try:
         return run_inference(
             args.config, args.checkpoint, args.input, args.out_dir,
             device=device, score_thr=args.score_thr, opacity=args.opacity)
-    except (FileNotFoundError, CheckpointMismatchError,
-            UnreadableImageError) as err:
+    except (FileNotFoundError, OutputOverwritesInputError,
+            UnreadableImageError, *CHECKPOINT_ERRORS) as err:
         # the message says what is wrong; a traceback would bury it
         sys.exit(f'error: {err}')
 

@@ -1,16 +1,20 @@
 """Evaluate a checkpoint on a config's test set.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
-        [--show-dir DIR] [--show] [--tta] [--cfg-options KEY=VALUE ...]
+        [--show-dir DIR] [--show] [--tta] [--allow-partial]
+        [--data-root PATH] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 Detection configs report COCO box/mask AP (CocoMetric), segmentation
-configs mIoU; multi-GPU: tools/dist_test.sh.
+configs mIoU; multi-GPU: tools/dist_test.sh. A checkpoint that does not fit
+the config's model is refused, naming the missing, unexpected and
+mis-shaped tensors, unless --allow-partial.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from mmengine.config import DictAction
 
@@ -33,6 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="test-time augmentation: the config's "
                         'tta_model and tta_pipeline')
     parser.add_argument(
+        '--allow-partial', action='store_true',
+        help='evaluate even if the checkpoint does not fit the model: '
+        'tensors that fit are loaded, the others stay as initialised')
+    parser.add_argument(
+        '--data-root', metavar='PATH',
+        help='data_root of every dataset (evaluator annotation files '
+        'follow); unlike --cfg-options, paths may contain blanks')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help="override config entries (lists: key='[a,b]')")
     parser.add_argument('--launcher', default='none',
@@ -46,16 +58,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from convnext_dense.engine import check_dataset_paths
+    from convnext_dense.engine import check_annotations, check_dataset_paths
+    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
     from convnext_dense.apis.cli import (build_runner, dump_predictions,
-                                       enable_tta, enable_visualization,
-                                       load_config)
+                                         enable_tta, enable_visualization,
+                                         load_config,
+                                         require_matching_checkpoint)
 
     cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir)
+                      args.work_dir, args.data_root)
     cfg.load_from = args.checkpoint
+    require_matching_checkpoint(cfg, args.allow_partial)
     # a missing or wrong data path is named with its config key up front
     check_dataset_paths(cfg, ('test', ))
+    check_annotations(cfg, ('test', ))
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
@@ -63,7 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
     runner = build_runner(cfg)
     if args.out:
         dump_predictions(runner, args.out)
-    return runner.test()
+    try:
+        return runner.test()
+    except CHECKPOINT_ERRORS as err:
+        sys.exit(f'error: {err}')  # the message names file and tensors
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Train a detector or a segmentor from a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--data-root PATH] [--cfg-options KEY=VALUE ...]
+        [--launcher {none,pytorch,slurm,mpi}]
 
 Detection and segmentation configs alike: their mmdet:: / mmseg:: bases set
 ``default_scope`` and their ``custom_imports`` register convnext_dense, so
@@ -32,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--auto-scale-lr', action='store_true',
         help='scale lr by total batch size / auto_scale_lr.base_batch_size')
     parser.add_argument(
+        '--data-root', metavar='PATH',
+        help='data_root of every dataset (evaluator annotation files '
+        'follow); unlike --cfg-options, paths may contain blanks')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries, e.g. train_cfg.max_epochs=2 '
         "model.backbone.arch=small (lists: key='[a,b]')")
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     from convnext_dense.apis.cli import load_config, train
 
     cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir)
+                      args.work_dir, args.data_root)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

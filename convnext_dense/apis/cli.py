@@ -8,9 +8,11 @@ differ (where painted test images go, how predictions are dumped) branch on
 """
 from __future__ import annotations
 
+import logging
 import os.path as osp
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .task import detect_task
@@ -19,7 +21,8 @@ from .task import detect_task
 def load_config(path: str,
                 cfg_options: dict | None = None,
                 launcher: str = 'none',
-                work_dir: str | None = None) -> Config:
+                work_dir: str | None = None,
+                data_root: str | None = None) -> Config:
     """Load a config, merge command-line overrides, and set the work dir.
 
     Args:
@@ -29,17 +32,53 @@ def load_config(path: str,
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
         work_dir: Work directory; None keeps the config's ``work_dir`` or
             falls back to ``work_dirs/<config name>``. Defaults to None.
+        data_root: ``--data-root``: see :func:`set_data_root`. Defaults to
+            None (the config's).
     """
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs',
                                 osp.splitext(osp.basename(path))[0])
     return cfg
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every dataset of the config at ``data_root`` (``--data-root``).
+
+    Sets ``data_root`` of each dataset under ``{train,val,test}_dataloader``
+    (through Repeat/Concat wrappers) and moves each evaluator's ``ann_file``
+    that lay under an old data root to the same place under the new one.
+    Unlike ``--cfg-options KEY=PATH``, whose values mmengine strips of
+    every blank, the path is taken as given.
+    """
+    from convnext_dense.engine.data_checks import dataset_cfgs
+    old_roots = set()
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and loader.get('dataset'):
+            for _, dataset in dataset_cfgs(loader['dataset'], split):
+                if dataset.get('data_root'):
+                    old_roots.add(dataset['data_root'])
+                dataset['data_root'] = data_root
+    for split in ('val', 'test'):
+        evaluator = cfg.get(f'{split}_evaluator')
+        for metric in (evaluator if isinstance(evaluator, (list, tuple))
+                       else [evaluator]):
+            ann_file = (metric or {}).get('ann_file')
+            old = next((root for root in sorted(old_roots, key=len,
+                                                reverse=True)
+                        if isinstance(ann_file, str)
+                        and ann_file.startswith(root)), None)
+            if old is not None:
+                metric['ann_file'] = osp.join(
+                    data_root, ann_file[len(old):].lstrip('/'))
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -57,23 +96,54 @@ def train(cfg: Config):
     the optimizer constructor would ignore are refused
     (:func:`check_layer_decay_config`), every data path is checked and a
     missing one named with its config key (:func:`check_dataset_paths`),
+    annotation files are parsed and label maps read (:func:`check_annotations`:
+    the bad file is named; boxes mmdet would drop are counted in a warning,
+    and a training set left with none refused; a label map met later is
+    checked by the ``CheckSegLabels`` that :func:`add_label_checks` adds),
     and a ``--launcher pytorch`` run on a machine without CUDA is set up on
-    gloo (:func:`setup_cpu_distributed`). An empty dataset is explained
-    rather than reported as a failed concatenation.
+    gloo (:func:`setup_cpu_distributed`). The work dir is locked for the
+    training (:func:`work_dir_lock`: a second training in it is refused,
+    naming the first). An empty dataset is explained rather than reported
+    as a failed concatenation.
 
     Returns:
         The trained model (``Runner.train``'s return value).
     """
-    from convnext_dense.engine import (check_dataset_paths,
+    from convnext_dense.engine import (add_label_checks, check_annotations,
+                                       check_dataset_paths,
                                        check_layer_decay_config,
                                        explain_dataset_errors,
-                                       setup_cpu_distributed)
+                                       setup_cpu_distributed, work_dir_lock)
     check_layer_decay_config(cfg)
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
     check_dataset_paths(cfg, splits)
+    check_annotations(cfg, splits)
+    add_label_checks(cfg)
     setup_cpu_distributed(cfg)
-    with explain_dataset_errors():
+    if cfg.get('resume') and not cfg.get('load_from'):
+        # mmengine would log "Auto resumed from the latest checkpoint None."
+        # and start from scratch
+        from mmengine.runner import find_latest_checkpoint
+        cfg.load_from = find_latest_checkpoint(cfg.work_dir)
+        if cfg.load_from is None:
+            cfg.resume = False
+            print_log(
+                f'--resume: nothing to resume in {cfg.work_dir} (no '
+                'last_checkpoint file); training from the start',
+                logger='current', level=logging.WARNING)
+    with work_dir_lock(cfg.work_dir), explain_dataset_errors():
         return build_runner(cfg).train()
+
+
+def require_matching_checkpoint(cfg: Config,
+                                allow_partial: bool = False) -> None:
+    """Make loading ``cfg.load_from`` refuse a checkpoint of another model
+    (:class:`~convnext_dense.engine.StrictLoadHook`), or with
+    ``allow_partial`` only warn, naming what differs either way."""
+    hooks = cfg.get('custom_hooks') or []
+    hooks.append(dict(type='convnext_dense.StrictLoadHook',
+                      allow_partial=allow_partial))
+    cfg.custom_hooks = hooks
 
 
 def enable_visualization(cfg: Config,

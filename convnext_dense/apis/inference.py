@@ -29,7 +29,9 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from convnext_dense.models.checkpoint import compare_state_dicts
+from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
+                                                    check_checkpoint_fits,
+                                                    state_dict_of)
 
 from .task import detect_task
 
@@ -38,12 +40,13 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
 
 
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint's tensors do not fit the model the config builds."""
-
-
 class UnreadableImageError(OSError):
     """An input file could not be decoded as an image."""
+
+
+class OutputOverwritesInputError(ValueError):
+    """An output path would replace an input, or lies inside the input
+    folder (where a later run would take the painted images as inputs)."""
 
 
 # ---------------------------------------------------------------------------
@@ -123,6 +126,38 @@ def list_images(path: str) -> list[tuple[str, str]]:
     return sorted(images, key=lambda item: item[1])
 
 
+def output_file(out_dir: str, name: str) -> str:
+    """Where the painting of input ``name`` (relative path) goes."""
+    return osp.join(out_dir, osp.splitext(name)[0] + '.png')
+
+
+def check_outputs(images: list[tuple[str, str]], inputs: str,
+                  out_dir: str) -> None:
+    """Refuse outputs that would overwrite inputs.
+
+    Raises:
+        OutputOverwritesInputError: If ``out_dir`` is the input folder or
+            inside it, or an output file is one of the inputs (e.g. input
+            ``a.png``, output folder the one it is in).
+    """
+    out_real = osp.realpath(out_dir)
+    if osp.isdir(inputs):
+        in_real = osp.realpath(inputs)
+        if out_real == in_real or out_real.startswith(in_real + os.sep):
+            where = 'is' if out_real == in_real else 'is inside'
+            raise OutputOverwritesInputError(
+                f'--out-dir {out_dir} {where} the input folder {inputs}: '
+                'the painted PNGs would replace input images or be taken as '
+                'inputs by a later run. Choose a folder outside it')
+    sources = {osp.realpath(file): file for file, _ in images}
+    for _, name in images:
+        out = output_file(out_dir, name)
+        if osp.realpath(out) in sources:
+            raise OutputOverwritesInputError(
+                f'the painting of {sources[osp.realpath(out)]} would '
+                f'overwrite it ({out}). Choose another --out-dir')
+
+
 def read_image(path: str) -> np.ndarray:
     """Decode an image file to an (H, W, 3) BGR uint8 array.
 
@@ -141,20 +176,6 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
-def _state_dict_of(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The model weights of a loaded checkpoint file."""
-    state = checkpoint
-    for key in ('state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            state = checkpoint[key]
-            break
-    # DataParallel / DistributedDataParallel wrappers
-    return {
-        (k[len('module.'):] if k.startswith('module.') else k): v
-        for k, v in state.items()
-    }
-
-
 def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
     """Load a checkpoint into ``model``, refusing any mismatch.
 
@@ -169,39 +190,19 @@ def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
         CheckpointMismatchError: If any tensor of the model is missing in
             the file, any tensor of the file has no place in the model, or
             any shape differs; the message counts each kind and names the
-            first few.
+            first few (:func:`~convnext_dense.models.checkpoint_match.
+            describe_mismatch`, the report ``tools/test.py`` and
+            ``--resume`` give too).
     """
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    # mmengine's checkpoint types are allow-listed: importing the package
-    # imports convnext_dense.engine, which does it
     checkpoint = _load_checkpoint(filename, map_location='cpu')
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(
             f'{filename} holds a {type(checkpoint).__name__}, not a '
             'state dict')
-    state = _state_dict_of(checkpoint)
-    expected = model.state_dict()
-    missing, unexpected, mis_shaped = compare_state_dicts(expected, state)
-    mis_shaped = [
-        f'{key}: file {tuple(state[key].shape)} vs model '
-        f'{tuple(expected[key].shape)}' for key in mis_shaped
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        for label, keys in (('missing in the file', missing),
-                            ('not in the model', unexpected),
-                            ('with another shape', mis_shaped)):
-            if keys:
-                shown = '; '.join(keys[:5])
-                more = f' (+{len(keys) - 5} more)' if len(keys) > 5 else ''
-                parts.append(f'{len(keys)} tensors {label}: {shown}{more}')
-        raise CheckpointMismatchError(
-            f'checkpoint {filename} does not match the model of the config '
-            f'({len(state)} tensors in the file, {len(expected)} in the '
-            'model): ' + ' | '.join(parts) +
-            '. Is it the checkpoint of this config?')
-    model.load_state_dict(state, strict=True)
+    check_checkpoint_fits(model, checkpoint, filename)
+    model.load_state_dict(state_dict_of(checkpoint), strict=True)
     meta = checkpoint.get('meta')
     return meta if isinstance(meta, dict) else {}
 
@@ -424,11 +425,13 @@ def run_inference(config: str,
 
     Raises:
         FileNotFoundError: If the config, checkpoint or input is missing.
+        OutputOverwritesInputError: If an output would replace an input.
         CheckpointMismatchError: If the checkpoint does not fit the config.
         UnreadableImageError: If any input could not be decoded (after
             the readable ones are written), naming each file.
     """
     images = list_images(inputs)  # first: fail before building anything
+    check_outputs(images, inputs, out_dir)
     if len(images) == 1 and osp.isfile(inputs):
         read_image(images[0][0])  # one named image: fail fast if broken
     inferencer = Inferencer(config, checkpoint, device=device,
@@ -448,7 +451,7 @@ def run_inference(config: str,
         except UnreadableImageError as err:
             unreadable.append(str(err))
         else:
-            out_file = osp.join(out_dir, osp.splitext(name)[0] + '.png')
+            out_file = output_file(out_dir, name)
             inferencer.draw(image, inferencer.predict(image), out_file)
             written.append(out_file)
         if bar is not None:

@@ -6,22 +6,28 @@ file backend. (Checkpoint reading, the allow-list that lets ``--resume``
 work under ``torch.load(weights_only=True)`` included, is
 :mod:`convnext_dense.models.checkpoint_io`.)
 """
+from .annotation_checks import (CheckSegLabels, add_label_checks,
+                                check_annotations)
 from .atomic_save import AtomicLocalBackend, atomic_write
 from .channels_last import ChannelsLastHook, compile_backbone, guard_mmcv_ops
 from .data_checks import check_dataset_paths, explain_dataset_errors
 from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
-                    NonFiniteLossHook, ResumableRandomnessHook)
+                    NonFiniteLossHook, ResumableRandomnessHook,
+                    StrictLoadHook)
+from .work_dir_lock import WorkDirLockedError, work_dir_lock
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config, layer_decay_param_groups)
 from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
+    'CheckSegLabels', 'add_label_checks', 'check_annotations',
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'ChannelsLastHook',
     'LayerDecayOptimizerConstructor',
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
+    'StrictLoadHook',
     'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
     'check_layer_decay_config', 'compile_backbone', 'explain_dataset_errors',
     'guard_mmcv_ops', 'layer_decay_param_groups',
-    'setup_cpu_distributed'
+    'setup_cpu_distributed', 'WorkDirLockedError', 'work_dir_lock'
 ]

@@ -70,10 +70,16 @@ def atomic_write(data: bytes, filepath: Union[str, Path]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, filepath)
-    except BaseException:
+    except BaseException as err:
         # an exception (not a kill) mid-write: leave no partial file behind
         if osp.exists(partial):
             os.remove(partial)
+        if (isinstance(err, OSError) and err.errno is not None
+                and err.filename is None):
+            # a full disk says only "[Errno 28] No space left on device"
+            raise OSError(
+                err.errno, f'{err.strerror} (writing {len(data)} bytes; the '
+                'previous file, if any, is unchanged)', filepath) from err
         raise
     _fsync_dir(dirname)
 

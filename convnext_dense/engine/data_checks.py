@@ -34,14 +34,14 @@ def _is_remote(path: str) -> bool:
     return '://' in path
 
 
-def _dataset_cfgs(dataset: dict, where: str) -> Iterator[tuple[str, dict]]:
+def dataset_cfgs(dataset: dict, where: str) -> Iterator[tuple[str, dict]]:
     """The leaf dataset configs under dataset wrappers (Repeat, Concat ...).
     """
     if 'dataset' in dataset:
-        yield from _dataset_cfgs(dataset['dataset'], f'{where}.dataset')
+        yield from dataset_cfgs(dataset['dataset'], f'{where}.dataset')
     elif 'datasets' in dataset:
         for i, sub in enumerate(dataset['datasets']):
-            yield from _dataset_cfgs(sub, f'{where}.datasets[{i}]')
+            yield from dataset_cfgs(sub, f'{where}.datasets[{i}]')
     else:
         yield where, dataset
 
@@ -53,7 +53,9 @@ def _check_dataset(where: str, dataset: dict) -> None:
         raise FileNotFoundError(
             f"{where}.data_root: directory '{data_root}' does not exist "
             f'(relative paths start at {os.getcwd()}). Set it with '
-            f'--cfg-options {where}.data_root=PATH')
+            '--data-root PATH (every dataset of the run; any path), or '
+            f'--cfg-options {where}.data_root=PATH for this one (mmengine '
+            'removes every blank from --cfg-options values)')
 
     def resolve(path: str) -> str:
         return path if osp.isabs(path) or not data_root else osp.join(
@@ -120,7 +122,7 @@ def check_dataset_paths(cfg: Config,
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if loader and loader.get('dataset'):
-            for where, dataset in _dataset_cfgs(loader['dataset'],
+            for where, dataset in dataset_cfgs(loader['dataset'],
                                                 f'{split}_dataloader.dataset'):
                 _check_dataset(where, dataset)
         evaluator = cfg.get(f'{split}_evaluator')

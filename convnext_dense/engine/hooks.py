@@ -10,15 +10,20 @@
   from (seed, epoch) and (seed, iteration), so that a resumed run draws the
   same random numbers (drop path, RoI sampling, flips) as an uninterrupted
   one.
+- :class:`StrictLoadHook`: refuses ``load_from`` weights that do not fit
+  the model (``tools/test.py``; ``--allow-partial`` only warns).
 
-Both are registered in the ``convnext_dense`` scope; configs select them
+All are registered in the ``convnext_dense`` scope; configs select them
 through ``configs/_base_/reliability.py``.
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import os.path as osp
 import random
+import re
 from typing import Optional
 
 import numpy as np
@@ -29,7 +34,10 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
-from ..models.checkpoint import compare_state_dicts
+from ..models.checkpoint_match import (CheckpointMismatchError,
+                                       check_checkpoint_fits,
+                                       describe_mismatch, state_dict_of,
+                                       unwrap_model)
 from ..registry import HOOKS
 from .atomic_save import atomic_write, remove_partial_files
 
@@ -83,6 +91,7 @@ class AtomicCheckpointHook(CheckpointHook):
         super().before_train(runner)
         if not is_main_process():
             return
+        self._warn_overwrites(runner)
         for dirname in {self.out_dir, runner.work_dir}:
             if osp.isdir(dirname):
                 for path in remove_partial_files(dirname):
@@ -90,33 +99,45 @@ class AtomicCheckpointHook(CheckpointHook):
                         f'Removed {path}, left by an interrupted save.',
                         logger='current')
 
+    def _warn_overwrites(self, runner) -> None:
+        """Warn once about checkpoints of an earlier run that this one will
+        overwrite (a training started without --resume in a used work dir,
+        or resumed from an earlier checkpoint than the latest)."""
+        if not osp.isdir(self.out_dir):
+            return
+        step = runner.epoch if self.by_epoch else runner.iter
+        pattern = re.compile(
+            re.escape(self.filename_tmpl).replace(r'\{\}', r'(\d+)') + '$')
+        later = sorted(
+            (int(match.group(1)), name) for name in os.listdir(self.out_dir)
+            for match in [pattern.match(name)]
+            if match and int(match.group(1)) > step)
+        if later:
+            names = ', '.join(name for _, name in later[:5]) + (
+                f' (+{len(later) - 5} more)' if len(later) > 5 else '')
+            print_log(
+                f'{self.out_dir} already holds {len(later)} checkpoint(s) '
+                f'this training will overwrite as it reaches them: {names}. '
+                'To continue that training instead, use --resume; to keep '
+                'them, use another --work-dir.',
+                logger='current', level=logging.WARNING)
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # called before the weights are copied into the model
         if not runner.cfg.get('resume'):
             return
-        model = getattr(runner.model, 'module', runner.model)
-        ours = model.state_dict()
-        theirs = checkpoint.get('state_dict', {})
-        missing, unexpected, mis_shaped = compare_state_dicts(ours, theirs)
-        shapes = [
-            f'{key}: {tuple(theirs[key].shape)} in the checkpoint, '
-            f'{tuple(ours[key].shape)} in the model' for key in mis_shaped
-        ]
-        if not (missing or unexpected or shapes):
+        report = describe_mismatch(
+            unwrap_model(runner.model).state_dict(),
+            state_dict_of(checkpoint))
+        if not report:
             return
         path = runner.cfg.get('load_from') or find_latest_checkpoint(
             runner.work_dir)
-        problems = [
-            f'{len(items)} {what} (first: {items[0]})'
-            for what, items in (('keys missing', missing),
-                                ('unexpected keys', unexpected),
-                                ('shape mismatches', shapes)) if items
-        ]
         raise ValueError(
             f'cannot resume from {path}: it holds another model than the '
-            f'config builds: {"; ".join(problems)}. Resume with the config '
-            'the checkpoint was trained with; to start a new training from '
-            'its weights, use load_from without resume.')
+            f'config builds {report}. Resume with the config the checkpoint '
+            'was trained with; to start a new training from its weights, '
+            'use load_from without resume.')
 
     def _save_checkpoint_with_step(self, runner, step: int,
                                    meta: dict) -> None:
@@ -288,3 +309,40 @@ class ResumableRandomnessHook(Hook):
                           batch_idx: int,
                           data_batch: DATA_BATCH = None) -> None:
         self._reseed(runner.seed, 1, runner.iter)
+
+
+@HOOKS.register_module()
+class StrictLoadHook(Hook):
+    """Refuses to test or fine-tune with a checkpoint that does not fit.
+
+    mmengine's ``Runner.load_checkpoint`` (``load_from`` without
+    ``resume``) loads with ``strict=False``: missing, unexpected and
+    mis-shaped tensors only produce warnings, and the run goes on with
+    those weights as initialised. This hook runs in its
+    ``after_load_checkpoint``, before any weight is copied, and raises
+    :class:`~convnext_dense.models.checkpoint_match.CheckpointMismatchError`
+    with the same report as ``tools/infer.py``. ``tools/test.py`` adds it;
+    its ``--allow-partial`` logs the report as a warning instead.
+
+    Args:
+        allow_partial (bool): Warn instead of raising. Defaults to False.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, allow_partial: bool = False) -> None:
+        self.allow_partial = allow_partial
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if runner.cfg.get('resume'):  # AtomicCheckpointHook checks those
+            return
+        try:
+            check_checkpoint_fits(
+                runner.model, checkpoint, runner.cfg.get('load_from'),
+                hint='(tools/test.py --allow-partial loads the tensors that '
+                'fit and leaves the others as initialised.)')
+        except CheckpointMismatchError as err:
+            if not self.allow_partial:
+                raise
+            print_log(f'--allow-partial: {err}', logger='current',
+                      level=logging.WARNING)

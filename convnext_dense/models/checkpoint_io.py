@@ -49,6 +49,16 @@ configs):
 
 Nothing else is added; ``weights_only`` is never turned off.
 
+Allowed types can still be combined in ways mmengine never writes: a
+``HistoryBuffer`` state whose ``statistics_methods`` maps a name to another
+allowed callable (``numpy.ndarray``, the ``getattr`` stand-in ...) is put
+by ``HistoryBuffer.__setstate__`` into the class-level table that every
+buffer of the process calls. :func:`read_checkpoint_file` therefore restores
+that table after every read and refuses a file that changed it, that
+holds a ``HistoryBuffer`` with other fields than mmengine's three, or a
+numpy array of a non-numeric dtype (``numpy.dtype('O')`` is a call of an
+allowed global, so object arrays of allowed objects would load).
+
 """
 from __future__ import annotations
 
@@ -74,6 +84,25 @@ NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
                   'float64')
 # HistoryBuffer._set_default_statistics registers exactly these
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+# the instance fields of an mmengine HistoryBuffer after unpickling
+HISTORY_BUFFER_FIELDS = {'max_length': int, '_log_history': np.ndarray,
+                         '_count_history': np.ndarray}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """The file holds objects outside the allow-list, or allowed objects
+    in a shape mmengine never writes: it was not loaded."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """The file is truncated, not ``torch.save`` output, or an unreadable
+    safetensors file."""
+
+
+def _checkpoint_errors() -> tuple:
+    from .checkpoint_match import CheckpointMismatchError
+    return (UnsafeCheckpointError, UnreadableCheckpointError,
+            CheckpointMismatchError)
 
 
 def _history_buffer_statistic(obj: Any, name: str) -> Callable:
@@ -154,10 +183,11 @@ def read_checkpoint_file(filename: str,
 
     Raises:
         FileNotFoundError: If there is no such file.
-        pickle.UnpicklingError: If the file holds objects outside the
-            allow-list: a crafted file, or not a checkpoint.
-        RuntimeError: If the file is truncated, not ``torch.save`` output,
-            or an unreadable safetensors file.
+        UnsafeCheckpointError: If the file holds objects outside the
+            allow-list (a crafted file, or not a checkpoint), or a
+            ``HistoryBuffer`` in a shape mmengine never writes.
+        UnreadableCheckpointError: If the file is truncated, not
+            ``torch.save`` output, or an unreadable safetensors file.
     """
     allow_mmengine_checkpoint_types()
     filename = osp.expanduser(os.fspath(filename))
@@ -169,14 +199,17 @@ def read_checkpoint_file(filename: str,
             device = map_location if isinstance(map_location, str) else 'cpu'
             return load_file(filename, device=device)
         except Exception as err:  # safetensors raises its own error types
-            raise RuntimeError(
+            raise UnreadableCheckpointError(
                 f'{filename} is not a readable safetensors file '
                 f'({type(err).__name__}: {err})') from err
+    # what unpickling an mmengine buffer registers anyway, then the table
+    HistoryBuffer()._set_default_statistics()
+    statistics = dict(HistoryBuffer._statistics_methods)
     try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=True)
+        checkpoint = torch.load(filename, map_location=map_location,
+                                weights_only=True)
     except pickle.UnpicklingError as err:
-        raise pickle.UnpicklingError(
+        raise UnsafeCheckpointError(
             f'{filename} contains objects that are not allowed in a '
             'checkpoint, so it was not loaded (a checkpoint written by '
             'mmengine or torch.save of tensors only loads; a crafted file '
@@ -184,11 +217,57 @@ def read_checkpoint_file(filename: str,
     except (RuntimeError, OSError, EOFError) as err:
         if zipfile.is_zipfile(filename):
             # a readable archive: the error is about its contents
-            raise RuntimeError(f'{filename}: {err}') from err
-        raise RuntimeError(
+            raise UnreadableCheckpointError(f'{filename}: {err}') from err
+        raise UnreadableCheckpointError(
             f'{filename} is not a complete checkpoint: truncated (e.g. '
             'by a crash while it was written) or not written by torch.save '
             f'({type(err).__name__}: {err})') from err
+    finally:
+        planted = HistoryBuffer._statistics_methods != statistics
+        if planted:  # undo, whatever happens next
+            HistoryBuffer._statistics_methods.clear()
+            HistoryBuffer._statistics_methods.update(statistics)
+    problem = ('it replaces the statistics methods of every HistoryBuffer'
+               if planted else _unexpected_object(checkpoint))
+    if problem:
+        raise UnsafeCheckpointError(
+            f'{filename} is not a checkpoint mmengine writes, so it was not '
+            f'loaded: {problem}')
+    return checkpoint
+
+
+def _unexpected_object(obj: Any, depth: int = 0) -> Optional[str]:
+    """What in ``obj`` (searched through dicts, lists and tuples) mmengine
+    never writes, or None: every numpy array must be numeric (an object
+    array can be built by calling the allowed ``numpy.dtype('O')``), and
+    every ``HistoryBuffer`` must have exactly mmengine's fields, an int and
+    two numeric arrays."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.name not in NUMERIC_DTYPES:
+            return f'a numpy array of dtype {obj.dtype.name}'
+        return None
+    if isinstance(obj, HistoryBuffer):
+        fields = vars(obj)
+        if set(fields) != set(HISTORY_BUFFER_FIELDS):
+            return f'a HistoryBuffer with the fields {sorted(fields)}'
+        for name, kind in HISTORY_BUFFER_FIELDS.items():
+            if not isinstance(fields[name], kind):
+                return (f'a HistoryBuffer whose {name} is a '
+                        f'{type(fields[name]).__name__}')
+        children = [fields['_log_history'], fields['_count_history']]
+    elif depth > 32:  # deeper than any checkpoint mmengine writes
+        return 'objects nested more than 32 levels deep'
+    elif isinstance(obj, dict):
+        children = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        children = obj
+    else:
+        return None
+    for child in children:
+        problem = _unexpected_object(child, depth + 1)
+        if problem:
+            return problem
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -348,3 +427,6 @@ def register_safe_loaders() -> None:
 
 register_safe_loaders()
 allow_mmengine_checkpoint_types()
+# what the tools report in one line, naming the file: a crafted, truncated
+# or mismatching checkpoint
+CHECKPOINT_ERRORS = _checkpoint_errors()

@@ -30,7 +30,8 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from convnext_dense.models.checkpoint_io import (
     allow_mmengine_checkpoint_types, mmengine_checkpoint_safe_globals)
 
-from .toy_runner import (KILL_AT_ITER_ENV, REPO_ROOT, SCRIPT,
+from .toy_runner import (KILL_AT_ITER_ENV, KILL_IN_VAL_ENV, REPO_ROOT,
+                         SCRIPT,
                          assert_same_run, build_cfg,
                          reference_run, toy_env, train_in_process,
                          write_detector_config)
@@ -142,6 +143,7 @@ def test_crafted_pickle_is_refused(tmp_path, payload):
     torch.save(
         dict(meta=dict(epoch=1), state_dict={}, message_hub=crafted), path)
     allow_mmengine_checkpoint_types()
+    HistoryBuffer()  # registers the default statistics, as a read does
     statistics_before = dict(HistoryBuffer._statistics_methods)
 
     with pytest.raises(pickle.UnpicklingError) as info:
@@ -178,6 +180,29 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(
     # resumed, not retrained from scratch (which would also match)
     assert 'resumed epoch: 1, iter: 16' in log
     assert 'Epoch(train) [1]' not in log.split('resumed epoch')[1]
+    assert_same_run(resumed, reference)
+
+
+def test_kill_during_validation_then_resume_matches_uninterrupted(
+        reference, tmp_path):
+    """SIGKILLed at the 2nd batch of the validation after epoch 2:
+    epoch_2.pth was written before validation began, so the resume
+    continues with epoch 3 and ends as the uninterrupted run; the
+    interrupted validation of epoch 2 is not repeated."""
+    work_dir = tmp_path / 'killed'
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, str(work_dir)],
+        env=dict(toy_env(), **{KILL_IN_VAL_ENV: '2'}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert (work_dir / 'last_checkpoint').read_text() == str(
+        work_dir / 'epoch_2.pth')
+    assert not list(work_dir.glob('.*.partial'))
+
+    resumed = train_in_process(work_dir, resume=True)
+    log = resumed[2]
+    assert 'resumed epoch: 2, iter: 32' in log
+    assert 'Epoch(val) [2]' not in log  # not repeated
     assert_same_run(resumed, reference)
 
 

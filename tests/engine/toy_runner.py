@@ -163,12 +163,15 @@ class ToyRecordHook(Hook):
 
 # the (1-based) training iteration after which SelfKillHook kills the run
 KILL_AT_ITER_ENV = 'TOY_KILL_AT_ITER'
+# the training epoch whose validation SelfKillHook kills, at its 2nd batch
+KILL_IN_VAL_ENV = 'TOY_KILL_IN_VAL_EPOCH'
 
 
 @HOOKS.register_module(force=True)
 class SelfKillHook(Hook):
     """SIGKILLs its own process after the iteration named by the
-    ``TOY_KILL_AT_ITER`` environment variable (inert without it).
+    ``TOY_KILL_AT_ITER`` environment variable, or during the validation
+    after the epoch ``TOY_KILL_IN_VAL_EPOCH`` names (inert without them).
 
     A kill at a fixed point in training, however fast the machine: after the
     optimizer step of that iteration, before any later checkpoint.
@@ -178,6 +181,14 @@ class SelfKillHook(Hook):
                          outputs=None) -> None:
         kill_at = os.environ.get(KILL_AT_ITER_ENV)
         if kill_at is not None and runner.iter + 1 == int(kill_at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None) -> None:
+        # in the middle of the validation that follows training epoch N
+        kill_in = os.environ.get(KILL_IN_VAL_ENV)
+        if kill_in is not None and runner.epoch == int(kill_in) \
+                and batch_idx == 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

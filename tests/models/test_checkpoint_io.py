@@ -21,9 +21,11 @@ import pickle
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.logging import HistoryBuffer
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
                                         load_checkpoint)
@@ -191,3 +193,82 @@ def test_weights_only_is_explicit(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(pickle.UnpicklingError):
         _load_checkpoint(str(tmp_path / 'evil.pth'))
     assert not marker.exists()
+
+
+# --- crafted files built only from allowed globals --------------------------
+
+class _ObjectDtype:
+    """Unpickles as ``numpy.dtype('O')``: a call of the allowed np.dtype."""
+
+    def __reduce__(self):
+        return np.dtype, ('O', )
+
+
+class _ObjectArray:
+    """Unpickles as an object array through the allowed ``_reconstruct``,
+    without the ObjectDType class the allow-list leaves out."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __reduce__(self):
+        return (np._core.multiarray._reconstruct, (np.ndarray, (0, ), b'b'),
+                (1, (len(self.items), ), _ObjectDtype(), False, self.items))
+
+
+class _HistoryBufferState:
+    """Unpickles as a HistoryBuffer with the given extra state."""
+
+    def __init__(self, **state) -> None:
+        self.state = state
+
+    def __reduce__(self):
+        return HistoryBuffer, (), dict(
+            dict(_log_history=np.zeros(1), _count_history=np.ones(1),
+                 max_length=1), **self.state)
+
+
+@pytest.mark.parametrize('case, refusal', [
+    # HistoryBuffer.__setstate__ puts these into the table every buffer of
+    # the process calls: later logging would call np.ndarray(buffer) ...
+    ('plant_ndarray', 'it replaces the statistics methods of every HistoryBuffer'),
+    ('plant_getattr', 'it replaces the statistics methods of every HistoryBuffer'),
+    # an instance-level table that shadows the class's
+    ('shadow_table', "a HistoryBuffer with the fields ['_count_history', "
+     "'_log_history', '_statistics_methods', 'max_length']"),
+    ('object_array', 'a numpy array of dtype object'),
+    ('object_history', 'a numpy array of dtype object'),
+])
+def test_allowed_types_combined_to_reach_code_are_refused(
+        tmp_path: Path, case: str, refusal: str) -> None:
+    payload = dict(
+        plant_ndarray=lambda: _HistoryBufferState(
+            statistics_methods=dict(mean=np.ndarray)),
+        plant_getattr=lambda: _HistoryBufferState(
+            statistics_methods=dict(mean=getattr, extra=getattr)),
+        shadow_table=lambda: _HistoryBufferState(
+            _statistics_methods=dict(mean=np.dtype)),
+        object_array=lambda: _ObjectArray([HistoryBuffer, np.ndarray]),
+        object_history=lambda: _HistoryBufferState(
+            _log_history=_ObjectArray([HistoryBuffer])),
+    )[case]()
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(dict(meta=dict(epoch=1), state_dict={'w': torch.zeros(1)},
+                    message_hub=dict(log_scalars=dict(loss=payload))), path)
+    HistoryBuffer()  # registers the default statistics
+    table = dict(HistoryBuffer._statistics_methods)
+
+    with pytest.raises(checkpoint_io.UnsafeCheckpointError) as info:
+        _load_checkpoint(str(path), map_location='cpu')
+    assert str(info.value) == (
+        f'{path} is not a checkpoint mmengine writes, so it was not loaded: '
+        f'{refusal}')
+    assert HistoryBuffer._statistics_methods == table
+
+    # what mmengine writes still loads
+    buffer = HistoryBuffer()
+    buffer.update(2.0)
+    torch.save(dict(message_hub=dict(log_scalars=dict(loss=buffer))), path)
+    loaded = _load_checkpoint(str(path), map_location='cpu')
+    assert loaded['message_hub']['log_scalars']['loss'].mean() == 2.0
+    assert HistoryBuffer._statistics_methods == table
