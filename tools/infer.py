@@ -2,6 +2,8 @@
 
     python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir DIR
         [--score-thr 0.3] [--opacity 0.5] [--device cpu]
+    python tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR \\
+        --backend onnxruntime
 
 Detection configs paint boxes, masks, class names and scores; segmentation
 configs a colour overlay with class names. The task comes from the config.
@@ -12,6 +14,11 @@ Runner dumped there, the checkpoint ``last_checkpoint`` names), e.g. after
 
     python tools/infer.py work_dirs/demo_det work_dirs/demo_det \\
         data/toy_coco/val2017 --out-dir work_dirs/demo_det/infer
+
+With ``--backend onnxruntime`` the second argument is a graph written by
+``tools/export_onnx.py`` (the whole model); the config gives the test
+pipeline and, for segmentation, the sliding-window settings. The PNGs are
+painted by the same visualizers.
 
 The logic lives in :mod:`convnext_dense.apis.inference`.
 """
@@ -25,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file or training work dir')
     parser.add_argument('checkpoint',
-                        help='checkpoint file or training work dir')
+                        help='checkpoint file or training work dir; the '
+                        '.onnx file with --backend onnxruntime')
     parser.add_argument('input', help='image file or folder (recursive)')
     parser.add_argument('--out-dir', required=True,
                         help='where the painted PNGs go')
@@ -36,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default=None,
                         help="e.g. 'cpu', 'cuda:0' (default: cuda:0 if "
                         'available, else cpu)')
+    parser.add_argument('--backend', default='pytorch',
+                        choices=('pytorch', 'onnxruntime'),
+                        help='run the PyTorch model or an exported ONNX '
+                        'graph (CPU)')
     return parser.parse_args(argv)
 
 
@@ -52,7 +64,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     try:
         return run_inference(
             args.config, args.checkpoint, args.input, args.out_dir,
-            device=device, score_thr=args.score_thr, opacity=args.opacity)
+            device=device, score_thr=args.score_thr, opacity=args.opacity,
+            backend=args.backend)
     except (FileNotFoundError, OutputOverwritesInputError,
             UnreadableImageError, *CHECKPOINT_ERRORS) as err:
         # the message says what is wrong; a traceback would bury it

@@ -36,6 +36,7 @@ from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
 from .task import detect_task
 
 # what mmcv.imread decodes, lower case
+BACKENDS = ('pytorch', 'onnxruntime')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
 
@@ -294,6 +295,10 @@ class Inferencer:
         score_thr: Detection: boxes scoring below it are not painted.
             Defaults to 0.3 (mmdet's demo default).
         opacity: Segmentation: weight of the colour overlay. Defaults to 0.5.
+        backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
+            file of ``tools/export_onnx.py`` (class names from its
+            metadata; see :mod:`convnext_dense.deploy.runtime`). Defaults
+            to 'pytorch'.
     """
 
     def __init__(self,
@@ -301,14 +306,27 @@ class Inferencer:
                  checkpoint: str,
                  device: str = 'cpu',
                  score_thr: float = 0.3,
-                 opacity: float = 0.5) -> None:
+                 opacity: float = 0.5,
+                 backend: str = 'pytorch') -> None:
         import convnext_dense  # noqa: F401  (registers the backbone)
 
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}; got '
+                             f'{backend!r}')
+        self.backend = backend
         self.config_file = resolve_config(config)
-        self.checkpoint_file = resolve_checkpoint(checkpoint)
         cfg = Config.fromfile(self.config_file)
         self.task = detect_task(cfg)
         self.score_thr = score_thr
+        if backend == 'onnxruntime':
+            from convnext_dense.deploy.runtime import load_onnx_model
+            if not osp.isfile(checkpoint):
+                raise FileNotFoundError(f'ONNX file not found: {checkpoint}')
+            self.checkpoint_file = checkpoint
+            self.model = load_onnx_model(checkpoint, cfg, self.task)
+            self.visualizer = self._build_visualizer(opacity)
+            return
+        self.checkpoint_file = resolve_checkpoint(checkpoint)
         # both warn that no checkpoint was given (it is loaded below);
         # record=True swallows the warnings even where they reset filters
         with warnings.catch_warnings(record=True):
@@ -367,6 +385,8 @@ class Inferencer:
             masks) or a ``SegDataSample`` (``pred_sem_seg``), at the size of
             the input image.
         """
+        if self.backend == 'onnxruntime':
+            return self.model.predict(image)
         if self.task == 'det':
             from mmdet.apis import inference_detector
             return inference_detector(self.model, image, self._pipeline)
@@ -403,7 +423,8 @@ def run_inference(config: str,
                   device: str = 'cpu',
                   score_thr: float = 0.3,
                   opacity: float = 0.5,
-                  progress: bool = True) -> list[str]:
+                  progress: bool = True,
+                  backend: str = 'pytorch') -> list[str]:
     """Paint the predictions of a model on an image or a folder of images.
 
     Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
@@ -419,6 +440,8 @@ def run_inference(config: str,
         score_thr: Detection score threshold for painting. Defaults to 0.3.
         opacity: Segmentation overlay weight. Defaults to 0.5.
         progress: Show a progress bar. Defaults to True.
+        backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
+            file. Defaults to 'pytorch'.
 
     Returns:
         The written files, in input order.
@@ -435,7 +458,8 @@ def run_inference(config: str,
     if len(images) == 1 and osp.isfile(inputs):
         read_image(images[0][0])  # one named image: fail fast if broken
     inferencer = Inferencer(config, checkpoint, device=device,
-                            score_thr=score_thr, opacity=opacity)
+                            score_thr=score_thr, opacity=opacity,
+                            backend=backend)
     print_log(
         f'{inferencer.task}: {inferencer.config_file} with '
         f'{inferencer.checkpoint_file}, {len(images)} image(s) -> {out_dir}',

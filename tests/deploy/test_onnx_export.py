@@ -1,0 +1,262 @@
+"""ONNX export and the onnxruntime runtime (convnext_dense/deploy/).
+
+Every graph is compared with the PyTorch model it came from, on the same
+weights, at the size it was traced at and at another, non-square size
+(the graphs are dynamic): backbone and backbone + neck within 1e-4;
+UperNet logits within 1e-3 and the argmax equal on >= 99.9% of the pixels
+(whole image and sliding window); Mask R-CNN and Cascade Mask R-CNN keep
+the same detections as mmdet's own ``predict`` (labels equal, boxes within
+1e-2 px, scores within 1e-3, mask IoU >= 0.99 per instance), and
+``tools/infer.py --backend onnxruntime`` paints the same PNGs. The models
+are the tiny ones of tests/apis/test_inference.py (real configs, 'test'
+arch, narrow heads, random weights), which keep 20 detections with
+distinct scores and non-empty masks.
+"""
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('mmdet')
+pytest.importorskip('mmseg')
+
+from apis.test_inference import (DET_CONFIG, SEG_CONFIG,  # noqa: E402
+                                 read_rgb, write_images, write_model)
+from convnext_dense.analysis import build_model  # noqa: E402
+from convnext_dense.apis.inference import Inferencer  # noqa: E402
+from convnext_dense.deploy.graphs import UnsupportedModelError  # noqa: E402
+from convnext_dense.deploy.onnx_export import (  # noqa: E402
+    export_model, export_onnx, read_metadata)
+from convnext_dense.deploy.runtime import make_session  # noqa: E402
+from convnext_dense.models.convnext import ConvNeXt  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = [(224, 224), (160, 96)]  # traced at the first; (H, W)
+
+MASK_RCNN_CONFIG = DET_CONFIG.replace('cascade_convnext_t',
+                                      'mask_rcnn_convnext_t').replace(
+    """bbox_head=[
+            dict(head, in_channels=channels, conv_out_channels=channels,
+                 fc_out_channels=64, num_classes=num_classes)
+            for head in _base_.model.roi_head.bbox_head
+        ],""", """bbox_head=dict(in_channels=channels, fc_out_channels=64,
+                       num_classes=num_classes),""")
+
+
+def run_onnx(path: str, *inputs: np.ndarray) -> list[np.ndarray]:
+    session = make_session(path, threads=1)
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, dict(zip(names, inputs)))
+
+
+# -- backbone and backbone + neck --------------------------------------------
+
+@pytest.mark.parametrize('arch', ['test', 'v2-test'])
+def test_backbone(arch, tmp_path):
+    torch.manual_seed(0)
+    backbone = ConvNeXt(arch=arch).eval()
+    backbone.init_weights()
+    for param in backbone.parameters():  # layer scale / GRN off identity
+        param.data.add_(torch.randn_like(param) * 0.05)
+    model = torch.nn.Module()
+    model.backbone = backbone
+    path = export_model(model, 'det', str(tmp_path / 'b.onnx'),
+                        part='backbone', shape=SIZES[0])
+    assert read_metadata(path)['part'] == 'backbone'
+    for height, width in SIZES:
+        for batch in (1, 2):
+            x = torch.randn(batch, 3, height, width)
+            with torch.no_grad():
+                expected = backbone(x)
+            got = run_onnx(path, x.numpy())
+            assert len(got) == 4
+            for e, g in zip(expected, got):
+                assert g.shape == tuple(e.shape)
+                assert np.abs(g - e.numpy()).max() <= 1e-4
+
+
+@pytest.fixture(scope='module')
+def det_models(tmp_path_factory):
+    """Config and checkpoint of tiny Cascade and Mask R-CNN models."""
+    folder = tmp_path_factory.mktemp('det')
+    cascade = write_model(folder, 'det')
+    config = folder / 'tiny_mask_rcnn.py'
+    config.write_text(MASK_RCNN_CONFIG.format(repo=REPO, num_classes=3))
+    torch.manual_seed(1)
+    model = build_model(Config.fromfile(str(config)))
+    model.init_weights()
+    checkpoint = folder / 'tiny_mask_rcnn.pth'
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(
+                        classes=('rectangle', 'ellipse', 'triangle')))),
+               checkpoint)
+    return dict(cascade=cascade, mask_rcnn=(str(config), str(checkpoint)))
+
+
+def test_backbone_and_neck(det_models, tmp_path):
+    config, checkpoint = det_models['cascade']
+    path = export_onnx(config, checkpoint, str(tmp_path / 'n.onnx'),
+                       part='neck')
+    model = build_model(Config.fromfile(config))
+    model.load_state_dict(torch.load(checkpoint)['state_dict'])
+    for height, width in SIZES:
+        x = torch.randn(1, 3, height, width)
+        with torch.no_grad():
+            expected = model.neck(model.backbone(x))
+        got = run_onnx(path, x.numpy())
+        assert len(got) == 5  # FPN: strides 4..64
+        for e, g in zip(expected, got):
+            assert np.abs(g - e.numpy()).max() <= 1e-4
+
+
+# -- detection end to end -----------------------------------------------------
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+def assert_same_detections(expected, got) -> None:
+    """Same kept detections; matched by box (scores may tie in order)."""
+    e_boxes, g_boxes = expected.bboxes.numpy(), got.bboxes.numpy()
+    assert len(e_boxes) == len(g_boxes) > 5
+    match = box_iou(e_boxes, g_boxes).argmax(axis=1)
+    assert sorted(match.tolist()) == list(range(len(e_boxes)))
+    assert np.abs(g_boxes[match] - e_boxes).max() <= 1e-2
+    assert np.abs(got.scores.numpy()[match] -
+                  expected.scores.numpy()).max() <= 1e-3
+    assert (got.labels.numpy()[match] == expected.labels.numpy()).all()
+    e_masks, g_masks = expected.masks.numpy(), got.masks.numpy()[match]
+    assert e_masks.shape == g_masks.shape
+    inter = (e_masks & g_masks).reshape(len(match), -1).sum(1)
+    union = (e_masks | g_masks).reshape(len(match), -1).sum(1)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    assert iou.min() >= 0.99, iou
+    assert (union > 0).mean() > 0.5  # most masks are not empty
+
+
+@pytest.mark.parametrize('name', ['mask_rcnn', 'cascade'])
+def test_detector_end_to_end(name, det_models, tmp_path):
+    config, checkpoint = det_models[name]
+    path = export_onnx(config, checkpoint, str(tmp_path / f'{name}.onnx'))
+    assert read_metadata(path)['classes'] == [
+        'rectangle', 'ellipse', 'triangle']
+    torch_model = Inferencer(config, checkpoint, score_thr=0.)
+    onnx_model = Inferencer(config, path, backend='onnxruntime')
+    # resized to 96x72 (the traced size is 96x96) and 77x96
+    for file in write_images(tmp_path, [(120, 90), (80, 100)]):
+        image = read_rgb(file)[..., ::-1].copy()
+        expected = torch_model.predict(image).pred_instances
+        got = onnx_model.predict(image).pred_instances
+        assert got.masks.shape[1:] == image.shape[:2]
+        assert_same_detections(expected, got)
+
+
+def test_unsupported_detector_is_named(det_models, tmp_path):
+    config, checkpoint = det_models['mask_rcnn']
+    cfg = Config.fromfile(config)
+    cfg.model.test_cfg.rcnn.nms = dict(type='soft_nms', iou_threshold=0.5)
+    model = build_model(cfg)
+    with pytest.raises(UnsupportedModelError, match='soft_nms'):
+        export_model(model, 'det', str(tmp_path / 'x.onnx'))
+    with pytest.raises(UnsupportedModelError, match='opset 11'):
+        export_model(build_model(Config.fromfile(config)), 'det',
+                     str(tmp_path / 'x.onnx'), opset=11)
+
+
+# -- segmentation --------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def seg_model(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp('seg'), 'seg')
+
+
+def test_upernet_logits(seg_model, tmp_path):
+    config, checkpoint = seg_model
+    path = export_onnx(config, checkpoint, str(tmp_path / 'u.onnx'),
+                       shape=SIZES[0])
+    inferencer = Inferencer(config, checkpoint)
+    model = inferencer.model
+    for height, width in SIZES:
+        pixels = torch.rand(1, 3, height, width) * 255
+        with torch.no_grad():
+            data = model.data_preprocessor(dict(inputs=[pixels[0]]), False)
+            expected = model.encode_decode(
+                data['inputs'], [dict(img_shape=(height, width))])
+        [got] = run_onnx(path, pixels.numpy())
+        assert got.shape == tuple(expected.shape)
+        assert np.abs(got - expected.numpy()).max() <= 1e-3
+        same = got.argmax(1) == expected.numpy().argmax(1)
+        assert same.mean() >= 0.999
+
+
+@pytest.mark.parametrize('mode', ['whole', 'slide'])
+def test_upernet_runtime(mode, seg_model, tmp_path):
+    """The runtime's whole-image and sliding-window results against
+    mmseg's own inference of the same config."""
+    config, checkpoint = seg_model
+    if mode == 'slide':
+        cfg = Config.fromfile(config)
+        cfg.model.test_cfg = dict(mode='slide', crop_size=(48, 48),
+                                  stride=(32, 32))
+        config = str(tmp_path / 'slide.py')
+        cfg.dump(config)
+    path = export_onnx(config, checkpoint, str(tmp_path / 'u.onnx'))
+    torch_model = Inferencer(config, checkpoint)
+    onnx_model = Inferencer(config, path, backend='onnxruntime')
+    for file in write_images(tmp_path, [(150, 90), (70, 110)]):
+        image = read_rgb(file)[..., ::-1].copy()
+        expected = torch_model.predict(image)
+        got = onnx_model.predict(image)
+        e_logits = expected.seg_logits.data.numpy()
+        g_logits = got.seg_logits.data.numpy()
+        assert g_logits.shape == e_logits.shape
+        assert np.abs(g_logits - e_logits).max() <= 1e-3
+        same = got.pred_sem_seg.data == expected.pred_sem_seg.data
+        assert same.float().mean() >= 0.999
+
+
+# -- the tools -------------------------------------------------------------------
+
+def tool(name: str):
+    return runpy.run_path(str(REPO / 'tools' / name), run_name=name)['main']
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_tools_paint_the_same_pngs(task, det_models, seg_model, tmp_path):
+    config, checkpoint = det_models['cascade'] if task == 'det' else \
+        seg_model
+    onnx_file = str(tmp_path / 'model.onnx')
+    tool('export_onnx.py')([config, checkpoint, '--out', onnx_file])
+    write_images(tmp_path / 'in', [(120, 90), (80, 100)])
+    written = {}
+    for backend, model in (('pytorch', checkpoint),
+                           ('onnxruntime', onnx_file)):
+        # mmdet's visualizer jitters each mask colour with np.random
+        np.random.seed(0)
+        written[backend] = tool('infer.py')([
+            config, model, str(tmp_path / 'in'), '--out-dir',
+            str(tmp_path / backend), '--score-thr', '0.2', '--backend',
+            backend])
+    assert len(written['pytorch']) == 2
+    for a, b in zip(written['pytorch'], written['onnxruntime']):
+        assert Path(a).name == Path(b).name
+        diff = np.abs(read_rgb(a).astype(int) - read_rgb(b)).max(axis=2)
+        # box outlines drawn at coordinates 1e-5 px apart may round to
+        # another pixel; everything else is the same
+        assert (diff > 0).mean() < 1e-3
+
+
+def test_export_tool_refuses_missing_checkpoint(seg_model, tmp_path):
+    with pytest.raises(SystemExit, match='checkpoint not found'):
+        tool('export_onnx.py')([seg_model[0], str(tmp_path / 'none.pth'),
+                                '--out', str(tmp_path / 'x.onnx')])
