@@ -220,7 +220,7 @@ def export_onnx(config: str,
     """
     from mmengine.config import Config
 
-    from convnext_dense.analysis import build_model
+    from convnext_dense.apis.task import build_model
     from convnext_dense.apis.inference import (dataset_meta_for, detect_task,
                                                load_checkpoint_strict,
                                                resolve_checkpoint,

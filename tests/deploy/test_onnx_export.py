@@ -27,7 +27,7 @@ pytest.importorskip('mmseg')
 
 from apis.test_inference import (DET_CONFIG, SEG_CONFIG,  # noqa: E402
                                  read_rgb, write_images, write_model)
-from convnext_dense.analysis import build_model  # noqa: E402
+from convnext_dense.apis.task import build_model  # noqa: E402
 from convnext_dense.apis.inference import Inferencer  # noqa: E402
 from convnext_dense.deploy.graphs import UnsupportedModelError  # noqa: E402
 from convnext_dense.deploy.onnx_export import (  # noqa: E402
