@@ -9,6 +9,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -28,6 +29,10 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
 
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, scope=SCOPE,
+    locations=['convnext_dense.engine'])
+
+MODEL_WRAPPERS = Registry(
+    'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
     locations=['convnext_dense.engine'])
 
 TRANSFORMS = Registry(

@@ -72,12 +72,15 @@ def test_two_ranks_end_with_identical_parameters(tmp_path):
                            states[1]['net.1.running_mean'])
 
 
-def test_detector_two_ranks_identical_parameters(tmp_path):
+def train_detector_two_ranks(tmp_path, channels_last: bool = False
+                             ) -> tuple[str, list[dict]]:
     """The demo Cascade Mask R-CNN through tools/train.py under torchrun.
 
     4 toy images, 2 ranks x batch 2: one iteration per epoch, 2 epochs.
-    SyncBN (in the heads) becomes BN on the CPU: BN weights are parameters
-    and stay identical; only running statistics are per rank.
+
+    Returns:
+        The workers' merged stdout and stderr (torchrun passes both
+        through), and each rank's final parameters.
     """
     pytest.importorskip('mmdet')
     from convnext_dense.toy_data import generate_toy_coco
@@ -85,7 +88,7 @@ def test_detector_two_ranks_identical_parameters(tmp_path):
                       image_size=64, seed=0)
     config = write_detector_config(
         tmp_path / 'demo.py', tmp_path / 'data', max_epochs=2,
-        params_dir=str(tmp_path))
+        params_dir=str(tmp_path), channels_last=channels_last)
     command = [
         sys.executable, '-m', 'torch.distributed.run',
         f'--nproc_per_node={NPROC}', '--master_addr=127.0.0.1',
@@ -99,7 +102,6 @@ def test_detector_two_ranks_identical_parameters(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:]
     assert 'runs on the CPU with the gloo backend' in result.stdout
     assert 'Epoch(train) [2][1/1]' in result.stdout
-
     params = [
         torch.load(tmp_path / f'params_rank{rank}.pt')
         for rank in range(NPROC)
@@ -107,3 +109,33 @@ def test_detector_two_ranks_identical_parameters(tmp_path):
     assert len(params[0]) > 100
     for name in params[0]:
         assert torch.equal(params[0][name], params[1][name]), name
+    return result.stdout, params
+
+
+def test_detector_two_ranks_identical_parameters(tmp_path):
+    """SyncBN (in the heads) becomes BN on the CPU: BN weights are
+    parameters and stay identical; only running statistics are per rank."""
+    train_detector_two_ranks(tmp_path)
+
+
+def test_detector_channels_last_ddp_buckets_match_grads(tmp_path):
+    """ChannelsLastHook under DDP: no gradient is copied between layouts.
+
+    DDP lays out each parameter's slot in its gradient buckets (the bucket
+    view) with the parameter's strides when it is built. Converted after
+    that, the 4-D weights get channels-last gradients that the reducer must
+    copy into NCHW views, and it warns "Grad strides do not match bucket
+    view strides" (ConvNeXt#142, timm#2147) once per process; on a GPU the
+    copy is paid every iteration until the buckets are rebuilt. The model
+    must be channels-last before DDP wraps it, with identical parameters
+    across ranks.
+    """
+    log, params = train_detector_two_ranks(tmp_path, channels_last=True)
+    assert 'ChannelsLastHook: channels-last weights' in log, log[-4000:]
+    assert 'Grad strides do not match bucket view strides' not in log, (
+        log[log.index('Grad strides'):][:1500])
+    # the weights trained channels-last: a 3x3 FPN convolution (its
+    # channels-last strides differ from the NCHW ones)
+    weight = params[0]['neck.fpn_convs.0.conv.weight']
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()

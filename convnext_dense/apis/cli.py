@@ -101,7 +101,9 @@ def train(cfg: Config):
     and a training set left with none refused; a label map met later is
     checked by the ``CheckSegLabels`` that :func:`add_label_checks` adds),
     and a ``--launcher pytorch`` run on a machine without CUDA is set up on
-    gloo (:func:`setup_cpu_distributed`). The work dir is locked for the
+    gloo (:func:`setup_cpu_distributed`); a distributed run with
+    ``ChannelsLastHook`` wraps its model channels-last
+    (:func:`channels_last_ddp`). The work dir is locked for the
     training (:func:`work_dir_lock`: a second training in it is refused,
     naming the first). An empty dataset is explained rather than reported
     as a failed concatenation.
@@ -109,7 +111,8 @@ def train(cfg: Config):
     Returns:
         The trained model (``Runner.train``'s return value).
     """
-    from convnext_dense.engine import (add_label_checks, check_annotations,
+    from convnext_dense.engine import (add_label_checks, channels_last_ddp,
+                                       check_annotations,
                                        check_dataset_paths,
                                        check_layer_decay_config,
                                        explain_dataset_errors,
@@ -120,6 +123,7 @@ def train(cfg: Config):
     check_annotations(cfg, splits)
     add_label_checks(cfg)
     setup_cpu_distributed(cfg)
+    channels_last_ddp(cfg)
     if cfg.get('resume') and not cfg.get('load_from'):
         # mmengine would log "Auto resumed from the latest checkpoint None."
         # and start from scratch

@@ -9,7 +9,9 @@ work under ``torch.load(weights_only=True)`` included, is
 from .annotation_checks import (CheckSegLabels, add_label_checks,
                                 check_annotations)
 from .atomic_save import AtomicLocalBackend, atomic_write
-from .channels_last import ChannelsLastHook, compile_backbone, guard_mmcv_ops
+from .channels_last import (ChannelsLastDistributedDataParallel,
+                            ChannelsLastHook, channels_last_ddp,
+                            compile_backbone, guard_mmcv_ops)
 from .data_checks import check_dataset_paths, explain_dataset_errors
 from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
@@ -22,7 +24,9 @@ from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
     'CheckSegLabels', 'add_label_checks', 'check_annotations',
-    'AtomicCheckpointHook', 'AtomicLocalBackend', 'ChannelsLastHook',
+    'AtomicCheckpointHook', 'AtomicLocalBackend',
+    'ChannelsLastDistributedDataParallel', 'ChannelsLastHook',
+    'channels_last_ddp',
     'LayerDecayOptimizerConstructor',
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
     'StrictLoadHook',

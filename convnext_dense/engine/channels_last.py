@@ -24,6 +24,12 @@ channels-last, inputs included, and optionally compiles the backbone:
       custom_hooks = [dict(type='convnext_dense.ChannelsLastHook',
                            compile=True)]
 
+- :class:`ChannelsLastDistributedDataParallel` converts the weights before
+  DDP lays out its gradient buckets, which it does from the parameters'
+  strides at wrap time, before any hook runs; :func:`channels_last_ddp`
+  selects it for a distributed config with the hook (``tools/train.py``
+  calls it), so the hook alone is all a config says.
+
 Mixed precision is set in the optimizer wrapper, not here: fp16 for
 detection, ``optim_wrapper = dict(type='AmpOptimWrapper',
 dtype='float16')``; bfloat16 for segmentation, ``dtype='bfloat16'``. mmcv 2.1
@@ -34,16 +40,19 @@ for detection even though the guard keeps bfloat16 from crashing.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.config import Config
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.hooks import RemovableHandle
 
-from convnext_dense.registry import HOOKS
+from convnext_dense.registry import HOOKS, MODEL_WRAPPERS
 
 # the handle attribute that marks a module as already hooked, so applying a
 # helper twice (train, then val) registers nothing twice
@@ -194,6 +203,100 @@ def compile_backbone(backbone: nn.Module, **compile_kwargs: Any) -> None:
     backbone.compile(**compile_kwargs)
 
 
+@MODEL_WRAPPERS.register_module()
+class ChannelsLastDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper around a model made channels-last first.
+
+    DDP gives every parameter a view into a flat gradient bucket (the bucket
+    view) with the strides the parameter has when DDP is built, and copies
+    each gradient into it. Converted afterwards (as a hook, which runs after
+    the Runner wrapped the model, would), the 4-D weights get channels-last
+    gradients and NCHW bucket views: the reducer warns "Grad strides do not
+    match bucket view strides" (ConvNeXt#142, timm#2147) and copies across
+    layouts until it rebuilds its buckets. Converting here, before
+    ``DistributedDataParallel.__init__``, gives the buckets the
+    channels-last strides the gradients have.
+
+    Args:
+        module: The model to wrap; converted in place.
+        module_names: Children to convert, as in
+            :func:`convert_to_channels_last`. Defaults to None: the whole
+            model.
+        **kwargs: For :class:`mmengine.model.MMDistributedDataParallel`
+            (``device_ids``, ``broadcast_buffers``, ...).
+    """
+
+    def __init__(self,
+                 module: nn.Module,
+                 module_names: Iterable[str] | None = None,
+                 **kwargs: Any) -> None:
+        convert_to_channels_last(module, module_names)
+        super().__init__(module=module, **kwargs)
+
+
+# the wrapper types channels_last_ddp may replace by the one above
+_PLAIN_DDP = (None, 'MMDistributedDataParallel',
+              'mmengine.MMDistributedDataParallel')
+
+
+def _is_channels_last_hook(hook: Any) -> bool:
+    hook_type = hook.get('type') if isinstance(hook, dict) else None
+    if isinstance(hook_type, str):
+        return hook_type.split('.')[-1] == ChannelsLastHook.__name__
+    return hook_type is ChannelsLastHook
+
+
+def channels_last_ddp(cfg: Config) -> bool:
+    """Make a distributed config with ``ChannelsLastHook`` wrap its model
+    channels-last.
+
+    Call it after the config is final and before the Runner is built (after
+    :func:`~convnext_dense.engine.setup_cpu_distributed`, which may write
+    ``model_wrapper_cfg``). It acts when ``cfg.launcher`` is not 'none' and
+    ``cfg.custom_hooks`` holds a ``ChannelsLastHook``: a missing
+    ``model_wrapper_cfg`` (mmengine's default wrapper, written out with
+    mmengine's defaults) or one of type ``MMDistributedDataParallel``
+    becomes a :class:`ChannelsLastDistributedDataParallel` with the same
+    arguments and the hook's ``module_names``. Another wrapper type is left
+    as it is, with a warning (the hook converts after wrapping then).
+
+    Args:
+        cfg: The training config; edited in place.
+
+    Returns:
+        Whether the model is wrapped channels-last.
+    """
+    if cfg.get('launcher', 'none') == 'none':
+        return False
+    hooks = [h for h in cfg.get('custom_hooks') or []
+             if _is_channels_last_hook(h)]
+    if not hooks:
+        return False
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        # what mmengine's Runner.wrap_model builds without a config
+        wrapper = dict(
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper = dict(wrapper)
+    wrapper_type = wrapper.get('type')
+    ours = ChannelsLastDistributedDataParallel
+    if wrapper_type in (ours, f'convnext_dense.{ours.__name__}'):
+        return True
+    if wrapper_type not in _PLAIN_DDP:
+        print_log(
+            f'ChannelsLastHook: the model wrapper {wrapper_type!r} is not '
+            "mmengine's DDP wrapper; left as it is: the weights become "
+            'channels-last after wrapping, and DDP may copy gradients '
+            'between layouts', logger='current', level=logging.WARNING)
+        return False
+    module_names = hooks[0].get('module_names')
+    cfg.model_wrapper_cfg = dict(
+        wrapper, type=f'convnext_dense.{ours.__name__}',
+        module_names=None if module_names is None else list(module_names))
+    return True
+
+
 @HOOKS.register_module()
 class ChannelsLastHook(Hook):
     """Run a model channels-last end to end, optionally compiling the backbone.
@@ -203,11 +306,15 @@ class ChannelsLastHook(Hook):
     preprocessor's batches channels-last, guards mmcv's compiled ops (see
     :func:`guard_mmcv_ops`) and, with ``compile``, compiles the backbone.
     The model's parameters keep their identity, so the optimizer built
-    before the hook runs still updates them. Under DDP, which the runner
-    builds before any hook runs, gradients stay correct: the reducer copies
-    a gradient whose strides differ from its bucket view (and may warn so),
-    and adopts the new strides when it rebuilds its buckets after the first
-    iteration (not with ``find_unused_parameters=True``).
+    before the hook runs still updates them. Under DDP, which the Runner
+    builds before any hook runs, the weights must be channels-last before
+    wrapping (:class:`ChannelsLastDistributedDataParallel`, which
+    ``tools/train.py`` selects through :func:`channels_last_ddp`); under
+    another DDP wrapper the hook converts them anyway and logs a warning:
+    gradients stay correct, but the reducer copies them between layouts (and
+    warns "Grad strides do not match bucket view strides") until it rebuilds
+    its buckets after the first iteration (not with
+    ``find_unused_parameters=True``).
 
     Args:
         module_names: Children of the model to convert. Defaults to None:
@@ -241,11 +348,22 @@ class ChannelsLastHook(Hook):
 
     def apply(self, model: nn.Module) -> None:
         """Convert, guard and compile ``model`` (unwrapped if wrapped)."""
-        if is_model_wrapper(model):
+        wrapper = model if is_model_wrapper(model) else None
+        if wrapper is not None:
             model = model.module
         if id(model) in self._applied:
             return
+        strides = [p.stride() for p in model.parameters()]
         converted = convert_to_channels_last(model, self.module_names)
+        if (isinstance(wrapper, DistributedDataParallel) and strides != [
+                p.stride() for p in model.parameters()]):
+            print_log(
+                f'ChannelsLastHook: {type(wrapper).__name__} laid out its '
+                'gradient buckets for NCHW weights; gradients are copied '
+                'between layouts until the buckets are rebuilt. Wrap with '
+                "model_wrapper_cfg=dict(type='convnext_dense."
+                "ChannelsLastDistributedDataParallel') (tools/train.py "
+                'does) to avoid it', logger='current', level=logging.WARNING)
         if self.convert_inputs and isinstance(
                 getattr(model, 'data_preprocessor', None), nn.Module):
             channels_last_inputs(model.data_preprocessor)

@@ -17,6 +17,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from convnext_dense.engine.channels_last import (ChannelsLastHook,
+                                                 channels_last_ddp,
                                                  channels_last_inputs,
                                                  compile_backbone,
                                                  guard_mmcv_ops,
@@ -256,6 +257,42 @@ def test_hook_is_registered_in_the_scope() -> None:
     assert hook.compile_kwargs == dict(backend='eager')
     with pytest.raises(TypeError, match='compile'):
         ChannelsLastHook(compile='yes')
+
+
+def test_distributed_config_with_the_hook_wraps_channels_last() -> None:
+    """DDP lays out its gradient buckets at wrap time, before hooks run:
+    with the hook, a distributed config gets the wrapper that converts
+    first (tests/test_distributed.py runs it under torchrun)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODEL_WRAPPERS
+    hook = dict(type='convnext_dense.ChannelsLastHook',
+                module_names=('backbone', 'neck'))
+    # mmengine's default wrapper, written out
+    cfg = Config(dict(launcher='pytorch', custom_hooks=[hook],
+                      find_unused_parameters=True))
+    assert channels_last_ddp(cfg)
+    wrapper = 'convnext_dense.ChannelsLastDistributedDataParallel'
+    assert cfg.model_wrapper_cfg == dict(
+        type=wrapper, broadcast_buffers=False, find_unused_parameters=True,
+        module_names=['backbone', 'neck'])
+    assert MODEL_WRAPPERS.get(wrapper).__name__ == wrapper.split('.')[1]
+    # setup_cpu_distributed's wrapper keeps its arguments
+    cfg = Config(dict(launcher='pytorch', custom_hooks=[hook],
+                      model_wrapper_cfg=dict(
+                          type='MMDistributedDataParallel', device_ids=None)))
+    assert channels_last_ddp(cfg)
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.model_wrapper_cfg.type == wrapper
+    # not distributed, no hook, another wrapper: unchanged
+    for cfg in (dict(launcher='none', custom_hooks=[hook]),
+                dict(launcher='pytorch', custom_hooks=[]),
+                dict(launcher='pytorch', custom_hooks=[hook],
+                     model_wrapper_cfg=dict(
+                         type='MMFullyShardedDataParallel'))):
+        cfg = Config(cfg)
+        before = cfg.to_dict()
+        assert not channels_last_ddp(cfg)
+        assert cfg.to_dict() == before
 
 
 def test_hook_converts_detector_and_keeps_losses_and_gradients(

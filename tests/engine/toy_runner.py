@@ -366,7 +366,8 @@ def die_while_writing(name_part: str,
 def write_detector_config(path: Union[str, Path],
                           data_root: Union[str, Path],
                           max_epochs: int = 3,
-                          params_dir: Optional[str] = None) -> Path:
+                          params_dir: Optional[str] = None,
+                          channels_last: bool = False) -> Path:
     """A config for the demo detector on a toy COCO set, with the
     reliability hooks, deterministic, data loading in the main process.
 
@@ -382,6 +383,8 @@ def write_detector_config(path: Union[str, Path],
             end. Defaults to 3.
         params_dir (str, optional): Add :class:`RankParamsHook` writing
             there. Defaults to None.
+        channels_last (bool): Add ``convnext_dense.ChannelsLastHook``.
+            Defaults to False.
 
     Returns:
         Path: ``path``.
@@ -396,6 +399,8 @@ def write_detector_config(path: Union[str, Path],
     imports = ['convnext_dense', 'toy_runner']
     if params_dir is not None:
         custom_hooks.append(dict(type='RankParamsHook', out_dir=params_dir))
+    if channels_last:
+        custom_hooks.append(dict(type='convnext_dense.ChannelsLastHook'))
     root = f'{osp.abspath(data_root)}/'
     loader = dict(num_workers=0, persistent_workers=False,
                   dataset=dict(data_root=root))
