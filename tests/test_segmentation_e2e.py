@@ -5,7 +5,8 @@ on a toy ADE20K set (convnext_dense.toy_data.toy_ade) written into a
 temporary working directory, with the CPU demo config: a short training
 run validated with mIoU, then single-scale and multi-scale + flip (--tta)
 tests whose mIoU is recomputed here from the dumped predictions, and the
-painted overlays. The full demo (learning to mIoU >= 50) is marked slow.
+painted overlays. The full demo (learning to mIoU >= 50) and the same
+demo with a V2 backbone (>= 55) are marked slow.
 """
 from __future__ import annotations
 
