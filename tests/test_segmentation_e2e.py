@@ -5,7 +5,8 @@ on a toy ADE20K set (convnext_dense.toy_data.toy_ade) written into a
 temporary working directory, with the CPU demo config: a short training
 run validated with mIoU, then single-scale and multi-scale + flip (--tta)
 tests whose mIoU is recomputed here from the dumped predictions, and the
-painted overlays. The full demo (learning to mIoU >= 50) is marked slow.
+painted overlays. The full demo (learning to mIoU >= 50) and the same
+demo with a V2 backbone (>= 55) are marked slow.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip('mmseg')
 
@@ -172,3 +174,30 @@ def test_demo_learns(tmp_path):
     num_val = len(os.listdir(tmp_path / 'data' / 'toy_ade' / 'images' /
                              'validation'))
     assert len(painted) == num_val
+
+
+# measured once, 2026-12 (2-core development CPU, busy, 7 min 20 s): mIoU
+# 67.6 on the 40 toy val images (the V1 demo: 66.3, floor 50); 12.6 points
+# of margin for other platforms and thread counts
+V2_FLOOR = 55.
+
+
+@pytest.mark.slow
+def test_demo_learns_with_a_v2_backbone(tmp_path):
+    """The same demo with a ConvNeXt-V2 backbone of the demo's size
+    ('v2-test': depths 1, dims 16..128, GRN in every block, no layer
+    scale), from scratch, everything else the demo's: mIoU >= 55 (measured
+    67.6)."""
+    result = run_tool([osp.join(REPO, 'tools', 'demo.py'), 'seg',
+                       '--cfg-options', 'model.backbone.arch=v2-test'],
+                      str(tmp_path), timeout=1800)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    work_dir = tmp_path / 'work_dirs' / 'demo_seg'
+    last = (work_dir / 'last_checkpoint').read_text().strip()
+    state = torch.load(tmp_path / last, map_location='cpu',
+                       weights_only=False)['state_dict']
+    assert 'backbone.stages.0.0.grn.gamma' in state
+    assert not any(key.endswith('.gamma') and '.grn.' not in key
+                   for key in state)  # no layer scale
+    assert metric(log, 'mIoU') >= V2_FLOOR

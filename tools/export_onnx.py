@@ -2,6 +2,7 @@
 
     python tools/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx
         [--part model|backbone|neck] [--shape H W] [--opset 17] [--static]
+        [--fp16]
 
 ``--part model`` (the default) exports the whole test path: UperNet gives
 whole-image logits at the input size (the sliding window of
@@ -11,7 +12,9 @@ at the original size, with RPN, RoI heads, NMS and mask pasting in the
 graph. Height and width are dynamic unless ``--static``. A model, part or
 setting the graphs do not cover stops the export with a message naming it.
 Run the file with ``tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR
---backend onnxruntime``.
+--backend onnxruntime``. ``--fp16`` (with ``--part backbone`` or ``neck``)
+computes in float16 between float32 inputs and outputs, keeping GRN and
+LayerNorm statistics in float32.
 
 The logic lives in :mod:`convnext_dense.deploy.onnx_export`.
 """
@@ -36,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--static', action='store_true',
                         help='fix batch, height and width to the traced ones')
+    parser.add_argument('--fp16', action='store_true',
+                        help='backbone/neck in float16 (float32 in and out)')
     return parser.parse_args(argv)
 
 
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> str:
         out = export_onnx(args.config, args.checkpoint, args.out,
                           part=args.part,
                           shape=tuple(args.shape) if args.shape else None,
-                          opset=args.opset, dynamic=not args.static)
+                          opset=args.opset, dynamic=not args.static,
+                          fp16=args.fp16)
     except (FileNotFoundError, CheckpointMismatchError,
             UnsupportedModelError) as err:
         sys.exit(f'error: {err}')

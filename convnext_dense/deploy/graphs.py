@@ -68,6 +68,28 @@ class FeatureGraph(nn.Module):
         return tuple(self.neck(feats)) if self.neck is not None else feats
 
 
+class HalfGraph(nn.Module):
+    """A feature graph computed in float16 between float32 inputs and
+    outputs: a Cast to float16 after the input, one to float32 before each
+    output, a float16 copy of the weights in between (the model passed in is
+    not changed).
+
+    Where the backbone needs float32 it keeps it in the graph: GRN's
+    spatial L2 norm and channel mean (a Cast to float32 before
+    ``ReduceL2``; :meth:`convnext_dense.models.convnext.GRN._forward_onnx`)
+    and LayerNorm's statistics (opset-17 ``LayerNormalization``, whose
+    ``stash_type`` defaults to float32).
+    """
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = copy.deepcopy(graph).half()
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.graph(*(x.half() for x in inputs))
+        return tuple(x.float() for x in outputs)
+
+
 def check_segmentor(model: nn.Module) -> None:
     """Refuse a segmentor the whole-image graph would not reproduce."""
     name = type(model).__name__

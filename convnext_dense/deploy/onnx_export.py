@@ -36,7 +36,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .graphs import (DetectorGraph, FeatureGraph, SegmentorGraph,
+from .graphs import (DetectorGraph, FeatureGraph, HalfGraph, SegmentorGraph,
                      UnsupportedModelError)
 
 PARTS = ('model', 'backbone', 'neck')
@@ -44,6 +44,9 @@ PARTS = ('model', 'backbone', 'neck')
 MIN_OPSET = {'det': 16, 'seg': 11}
 DEFAULT_OPSET = 17
 META_KEY = 'convnext_dense'
+# LayerNormalization (statistics in float32 by its stash_type); below 17 the
+# exporter decomposes LayerNorm into ReduceMean/Pow in the graph's dtype
+MIN_OPSET_FP16 = 17
 
 
 def _feature_graph(model: nn.Module, part: str) -> FeatureGraph:
@@ -124,7 +127,8 @@ def export_model(model: nn.Module,
                  shape: tuple[int, int] = (224, 224),
                  opset: int = DEFAULT_OPSET,
                  dynamic: bool = True,
-                 metadata: dict | None = None) -> str:
+                 metadata: dict | None = None,
+                 fp16: bool = False) -> str:
     """Export a built, loaded mmdet/mmseg model to ``out``.
 
     Args:
@@ -139,6 +143,10 @@ def export_model(model: nn.Module,
         dynamic: Dynamic batch (not detection), height and width. Defaults
             to True.
         metadata: Extra JSON-able metadata (class names, palette).
+        fp16: Compute in float16 between float32 inputs and outputs
+            (:class:`~convnext_dense.deploy.graphs.HalfGraph`); GRN and
+            LayerNorm statistics stay float32. 'backbone' and 'neck' only,
+            opset >= 17. Defaults to False.
 
     Returns:
         ``out``.
@@ -151,7 +159,18 @@ def export_model(model: nn.Module,
         raise UnsupportedModelError(
             f'opset {opset} is too old for this {task} model: it needs '
             f'{MIN_OPSET[task]} (RoiAlign half_pixel, GridSample)')
+    if fp16 and part == 'model':
+        raise UnsupportedModelError(
+            "fp16 export covers part 'backbone' and 'neck'; the heads "
+            '(RoIAlign, NMS, mask pasting, UperNet) have not been checked '
+            'in float16')
+    if fp16 and opset < MIN_OPSET_FP16:
+        raise UnsupportedModelError(
+            f'fp16 export needs opset >= {MIN_OPSET_FP16} '
+            f'(LayerNormalization, statistics in float32); got {opset}')
     graph = build_graph(model, task, part)
+    if fp16:
+        graph = HalfGraph(graph)
     inputs = example_inputs(task, part, shape)
     with torch.no_grad():
         num_outputs = len(graph(*inputs)) if part != 'model' or \
@@ -168,7 +187,9 @@ def export_model(model: nn.Module,
                           output_names=output_names, dynamic_axes=axes,
                           do_constant_folding=True)
     meta = dict(task=task, part=part, opset=opset, dynamic=dynamic,
-                traced_shape=list(shape), **(metadata or {}))
+                traced_shape=list(shape),
+                compute_dtype='float16' if fp16 else 'float32',
+                **(metadata or {}))
     if task == 'seg' and part == 'model':  # the runtime's final resize
         meta['align_corners'] = bool(model.decode_head.align_corners)
     _write_metadata(out, meta)
@@ -202,7 +223,8 @@ def export_onnx(config: str,
                 part: str = 'model',
                 shape: tuple[int, int] | None = None,
                 opset: int = DEFAULT_OPSET,
-                dynamic: bool = True) -> str:
+                dynamic: bool = True,
+                fp16: bool = False) -> str:
     """Build the config's model, load its checkpoint strictly, export.
 
     Args:
@@ -214,6 +236,8 @@ def export_onnx(config: str,
             scale for the model (its (H, W)), 224x224 for the feature parts.
         opset: ONNX opset. Defaults to 17.
         dynamic: Dynamic height and width (and batch where possible).
+        fp16: Compute the backbone (and neck) in float16; see
+            :func:`export_model`. Defaults to False.
 
     Returns:
         ``out``.
@@ -235,7 +259,7 @@ def export_onnx(config: str,
         shape = (224, 224) if part != 'model' else _pipeline_hw(cfg)
     return export_model(
         model.eval(), task, out, part=part, shape=shape, opset=opset,
-        dynamic=dynamic,
+        dynamic=dynamic, fp16=fp16,
         metadata=dict(classes=list(dataset_meta['classes']),
                       palette=[list(c) for c in dataset_meta['palette']]))
 

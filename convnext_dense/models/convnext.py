@@ -95,6 +95,8 @@ class GRN(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self._forward_onnx(x)
         # L2 norm over the spatial dims, per sample and channel, accumulated
         # and returned in float32 (dtype= casts inside the reduction, so no
         # float32 copy of x is kept): (N, 1, 1, C)
@@ -105,6 +107,22 @@ class GRN(nn.Module):
         # pass over x; the per-channel scale is formed in float32
         scale = torch.addcmul(torch.ones_like(nx), self.gamma.float(), nx)
         return torch.addcmul(self.beta.to(x.dtype), x, scale.to(x.dtype))
+
+    def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:
+        """The same arithmetic in ops whose ONNX export keeps the dtypes.
+
+        PyTorch's TorchScript exporter applies ``vector_norm``'s ``dtype=``
+        as a Cast *after* the reduction (``ReduceL2`` would sum the squares
+        of an fp16 graph in fp16), and exports ``addcmul`` with a float32
+        constant that promotes everything after it to float32. Here the
+        Cast comes first, and the output is a plain Mul and Add in the input
+        dtype (``tests/deploy/test_onnx_export.py``, fp16 export).
+        """
+        gx = torch.linalg.vector_norm(x.float(), ord=2, dim=(1, 2),
+                                      keepdim=True)  # (N, 1, 1, C), float32
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
+        scale = 1 + self.gamma.float() * nx
+        return x * scale.to(x.dtype) + self.beta.to(x.dtype)
 
 
 class Block(nn.Module):
@@ -160,6 +178,10 @@ class Block(nn.Module):
         # (addcmul) instead of three; the block is memory-bound outside its
         # two matmuls
         scale = self.gamma.view(-1, 1, 1)  # (C, 1, 1)
+        if torch.onnx.is_in_onnx_export():
+            # the exporter's addcmul adds a float32 constant, which would
+            # promote an fp16 graph to float32 from here on
+            return shortcut + x * scale
         if drop:
             scale = scale * self._drop_path_mask(x)  # (N, C, 1, 1)
         return torch.addcmul(shortcut, x, scale)

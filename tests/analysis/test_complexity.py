@@ -184,6 +184,10 @@ def test_paper_input_sizes_and_every_config_listed():
     # every model config has a row in the paper table (None: unpublished)
     assert set(names) <= set(PAPER_COMPLEXITY)
     assert names == [n for n in PAPER_COMPLEXITY if n in names]
+    # configs/convnext_v2/ and configs/dinov3/ too, not _base_ or demo
+    assert len(names) == 16 + 4 + 8
+    assert {'upernet_convnext_v2_t', 'cascade_convnext_dinov3_b_frozen'} \
+        <= set(names)
     sizes = {'cascade_convnext_t': DET_INPUT_SIZE,
              'mask_rcnn_convnext_t': DET_INPUT_SIZE,
              'upernet_convnext_t': (2048, 512),

@@ -81,6 +81,113 @@ def test_backbone(arch, tmp_path):
                 assert np.abs(g - e.numpy()).max() <= 1e-4
 
 
+# -- fp16 backbone: GRN and LayerNorm statistics in float32 (issue #16) -------
+
+def _input_types(model) -> dict[str, int]:
+    """ONNX element type of every tensor of the graph (shape inference)."""
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*graph.value_info, *graph.input, *graph.output)}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    return types
+
+
+def test_fp16_v2_backbone_keeps_statistics_in_float32(tmp_path):
+    """A V2 backbone ('v2-test', GRN in every block) exported with
+    ``fp16=True``, run by onnxruntime on the CPU on a 384x512 input whose
+    activations at the stage-0 GRN have magnitude about 5 (the largest
+    |value| per position; block LayerNorm weights x10).
+
+    The graph computes in float16 (every Conv and MatMul), but each GRN
+    casts its input to float32 before ``ReduceL2`` and takes the channel
+    mean in float32, and every LayerNorm is an opset-17
+    ``LayerNormalization`` with float32 statistics (``stash_type`` 1, the
+    default). Its outputs are finite and within 1e-2 (relative to the
+    largest |value|) of the float32 PyTorch backbone; measured 1.1e-3 to
+    1.5e-3 over the four maps. The old formulation, the sum of squares in
+    float16 (what the exporter emitted before: ``ReduceL2`` on the float16
+    input, the Cast after it), overflows here: a stage-0 channel sums to up
+    to 9e4 > 65504, inf, and GRN's inf / mean(inf) makes the output NaN
+    (computed below with the emulation of tests/models/test_convnext.py).
+    """
+    import onnx
+    from onnx import TensorProto
+
+    from models.test_convnext import _grn_with_fp16_sum_of_squares
+
+    torch.manual_seed(0)
+    backbone = ConvNeXt(arch='v2-test').eval()
+    backbone.init_weights()
+    for param in backbone.parameters():  # GRN off identity
+        param.data.add_(torch.randn_like(param) * 0.05)
+    blocks = [block for stage in backbone.stages for block in stage]
+    with torch.no_grad():
+        for block in blocks:
+            block.norm.weight.mul_(10)
+    model = torch.nn.Module()
+    model.backbone = backbone
+    path = export_model(model, 'det', str(tmp_path / 'b16.onnx'),
+                        part='backbone', shape=(224, 224), fp16=True)
+    assert read_metadata(path)['compute_dtype'] == 'float16'
+
+    proto = onnx.load(path)
+    types = _input_types(proto)
+    producer = {out: node for node in proto.graph.node
+                for out in node.output}
+    nodes = proto.graph.node
+    assert {types[n.input[0]] for n in nodes
+            if n.op_type in ('Conv', 'MatMul')} == {TensorProto.FLOAT16}
+    reductions = [n for n in nodes if n.op_type.startswith('Reduce')]
+    assert sorted(n.op_type for n in reductions) == \
+        ['ReduceL2'] * len(blocks) + ['ReduceMean'] * len(blocks)
+    for node in reductions:
+        assert '/grn/' in node.name, node.name
+        assert types[node.input[0]] == TensorProto.FLOAT, node.name
+        if node.op_type == 'ReduceL2':
+            cast = producer[node.input[0]]
+            assert cast.op_type == 'Cast', node.name
+            assert types[cast.input[0]] == TensorProto.FLOAT16
+    norms = [n for n in nodes if n.op_type == 'LayerNormalization']
+    assert len(norms) == 3 * 4  # stem/downsample, block, output, per stage
+    for node in norms:
+        stash = [a.i for a in node.attribute if a.name == 'stash_type']
+        assert stash in ([], [TensorProto.FLOAT]), node.name
+        assert types[node.input[0]] == TensorProto.FLOAT16
+
+    seen = []
+    blocks[0].grn.register_forward_hook(
+        lambda mod, args, out: seen.append(args[0]))
+    x = torch.randn(1, 3, 384, 512)
+    with torch.no_grad():
+        expected = backbone(x)
+    grn_in = seen[0]  # (1, 96, 128, 64)
+    assert 3 < grn_in.abs().amax(dim=-1).mean() < 10
+    assert grn_in.pow(2).sum(dim=(1, 2)).max() > 65504
+    with torch.no_grad():
+        old = _grn_with_fp16_sum_of_squares(grn_in.half(),
+                                            blocks[0].grn.half())
+    assert torch.isnan(old).any()
+
+    got = run_onnx(path, x.numpy())
+    for e, g in zip(expected, got):
+        e = e.numpy()
+        assert g.dtype == np.float32 and g.shape == e.shape
+        assert np.isfinite(g).all()
+        assert np.abs(g - e).max() / np.abs(e).max() <= 1e-2
+
+
+def test_fp16_export_is_refused_where_unchecked(tmp_path):
+    model = torch.nn.Module()
+    model.backbone = ConvNeXt(arch='v2-test').eval()
+    with pytest.raises(UnsupportedModelError, match='opset >= 17'):
+        export_model(model, 'det', str(tmp_path / 'b.onnx'),
+                     part='backbone', opset=16, fp16=True)
+    with pytest.raises(UnsupportedModelError, match="'backbone' and 'neck'"):
+        export_model(model, 'seg', str(tmp_path / 'm.onnx'), fp16=True)
+
+
 @pytest.fixture(scope='module')
 def det_models(tmp_path_factory):
     """Config and checkpoint of tiny Cascade and Mask R-CNN models."""

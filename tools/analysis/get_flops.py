@@ -3,8 +3,9 @@
     python tools/analysis/get_flops.py [CONFIG ...] [--shape W H]
         [--out docs/model_analysis.md]
 
-Without CONFIG: every model config in configs/ (Mask R-CNN, Cascade Mask
-R-CNN, UperNet), at the paper's input sizes (1280x800 detection; 2048x512 /
+Without CONFIG: every model config in configs/ and its folders
+(convnext_v2/, dinov3/; Mask R-CNN, Cascade Mask R-CNN, UperNet), at the
+paper's input sizes (1280x800 detection; 2048x512 /
 2560x640 segmentation). Counted with mmengine's counter on the CPU; each
 model is built and run once (about a minute for T, several for XL on two
 cores). "FLOPs" here and in the paper are multiply-adds. The logic and
@@ -24,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='*',
                         help='config files (default: all model configs in '
-                        'configs/)')
+                        'configs/ and its folders)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('W', 'H'),
                         help="input width and height (default: the paper's "
                         'size for the task)')
