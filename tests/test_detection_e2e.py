@@ -23,6 +23,9 @@ from convnext_dense.toy_data.toy_coco import (CLASSES,  # noqa: E402
                                               generate_toy_coco)
 from tool_runs import REPO, metric, run_tool  # noqa: E402
 
+# long end-to-end runs: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'cascade_convnext_demo.py')
 # pycocotools' stats[0:6], under mmdet's metric names
 AP_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')

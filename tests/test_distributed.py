@@ -26,6 +26,9 @@ from convnext_dense.models.checkpoint_io import allow_mmengine_checkpoint_types
 from engine.toy_runner import (REPO_ROOT, SCRIPT, toy_env,
                                write_detector_config)
 
+# long end-to-end runs: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 NPROC = 2
 
 

@@ -24,6 +24,9 @@ pytest.importorskip('mmseg')
 from convnext_dense.toy_data.toy_ade import CLASSES, generate_toy_ade  # noqa
 from tool_runs import REPO, metric, run_tool  # noqa: E402
 
+# long end-to-end runs: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_convnext_demo.py')
 NUM_TRAIN, NUM_VAL = 32, 4
 ITERS = 150

@@ -48,6 +48,7 @@ def messages():
     MMLogger.get_instance = original
 
 
+@pytest.mark.slow
 def test_resume_with_nothing_to_resume(toy_coco, tmp_path, messages):
     work_dir = tmp_path / 'work'
     train(toy_coco, work_dir, resume='auto')
@@ -56,6 +57,7 @@ def test_resume_with_nothing_to_resume(toy_coco, tmp_path, messages):
         'file); training from the start' in messages
 
 
+@pytest.mark.slow
 def test_training_over_earlier_checkpoints_warns(toy_coco, tmp_path,
                                                  messages):
     work_dir = tmp_path / 'work'

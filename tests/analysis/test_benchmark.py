@@ -18,6 +18,9 @@ import pytest
 
 from convnext_dense.analysis import benchmark, timing
 
+# long end-to-end runs: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 pytest.importorskip('mmdet')
 
 HAVE_MMPRETRAIN = importlib.util.find_spec('mmpretrain') is not None

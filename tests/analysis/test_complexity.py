@@ -238,6 +238,7 @@ def test_get_flops_tool_writes_report(tmp_path):
 @pytest.mark.parametrize('name', ['mask_rcnn_convnext_t',
                                   'cascade_convnext_t',
                                   'upernet_convnext_t'])
+@pytest.mark.slow
 def test_t_configs_match_paper(name):
     """About a minute each on two cores."""
     paper = PAPER_COMPLEXITY[name]

@@ -156,6 +156,7 @@ def test_detect_task(det_model, seg_model):
         detect_task(Config(dict(model=dict(type='NoSuchModel'))))
 
 
+@pytest.mark.slow
 def test_detection_folder(det_model, tmp_path):
     config, checkpoint = det_model
     sizes = [(120, 90), (80, 100)]
@@ -267,6 +268,7 @@ def test_work_dir_stands_for_config_and_checkpoint(det_model, tmp_path):
     assert osp.isfile(out)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(det_model, seg_model,
                                                 tmp_path):
     det_config, det_checkpoint = det_model
@@ -320,6 +322,7 @@ def test_missing_and_unreadable_inputs(det_model, tmp_path):
               str(tmp_path / 'o2')])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_on_demo_work_dir(task, tmp_path, monkeypatch):
     """The embedded demo, trained for one step on a few toy images, then

@@ -213,6 +213,7 @@ def check_frozen(model, before: dict, frozen_stages: int) -> None:
         assert 'backbone.downsample_layers.0.0.weight' in changed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', DETECTION)
 def test_detection_trains_and_predicts(name):
     from mmdet.registry import MODELS
@@ -256,6 +257,7 @@ def test_detection_trains_and_predicts(name):
     assert torch.isfinite(pred.scores).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', SEGMENTATION)
 def test_segmentation_trains_and_predicts(name):
     from mmseg.registry import MODELS

@@ -251,6 +251,7 @@ def assert_same_detections(expected, got) -> None:
     assert (union > 0).mean() > 0.5  # most masks are not empty
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['mask_rcnn', 'cascade'])
 def test_detector_end_to_end(name, det_models, tmp_path):
     config, checkpoint = det_models[name]
@@ -306,6 +307,7 @@ def test_upernet_logits(seg_model, tmp_path):
         assert same.mean() >= 0.999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
 def test_upernet_runtime(mode, seg_model, tmp_path):
     """The runtime's whole-image and sliding-window results against
@@ -338,6 +340,7 @@ def tool(name: str):
     return runpy.run_path(str(REPO / 'tools' / name), run_name=name)['main']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_tools_paint_the_same_pngs(task, det_models, seg_model, tmp_path):
     config, checkpoint = det_models['cascade'] if task == 'det' else \

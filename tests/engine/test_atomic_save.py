@@ -81,6 +81,7 @@ def test_backend_is_registered_and_cleans_partial_files(tmp_path):
     assert (tmp_path / 'a.pth').exists()
 
 
+@pytest.mark.slow
 def test_crash_while_saving_checkpoint_then_resume(reference, tmp_path):
     # max_keep_ckpts=1: saving epoch 2 makes epoch 1 outdated
     crashed = run_toy(tmp_path, '--max-keep-ckpts', '1',
@@ -105,6 +106,7 @@ def test_crash_while_saving_checkpoint_then_resume(reference, tmp_path):
     assert_same_run(resumed, reference)
 
 
+@pytest.mark.slow
 def test_stock_hook_crash_while_saving_loses_resume_point(tmp_path):
     """The control: mmengine's CheckpointHook, the same crash."""
     crashed = run_toy(tmp_path, '--stock', '--max-keep-ckpts', '1',
@@ -128,6 +130,7 @@ def test_stock_hook_crash_while_saving_loses_resume_point(tmp_path):
         runner.train()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('reliable', [True, False])
 def test_crash_while_updating_pointer(tmp_path, reliable, reference):
     # the second pointer update: from epoch_1.pth to epoch_2.pth

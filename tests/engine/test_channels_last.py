@@ -158,6 +158,7 @@ def test_with_cp_identical_in_channels_last() -> None:
 
 
 # -- torch.compile ------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('arch', ['test', 'v2-test'])
 def test_compile_keeps_keys_and_outputs_and_one_graph_for_all_sizes(
         arch: str) -> None:
@@ -186,6 +187,7 @@ def test_compile_keeps_keys_and_outputs_and_one_graph_for_all_sizes(
     assert len(graphs) == 1, f'{len(graphs)} graphs for 3 input sizes'
 
 
+@pytest.mark.slow
 def test_inductor_compiled_backbone_equals_eager() -> None:
     """Inductor's generated C++ code; about 60 s of compilation on 2 cores."""
     ref = randomize_(ConvNeXt('test'), seed=8).eval()

@@ -158,6 +158,7 @@ def test_crafted_pickle_is_refused(tmp_path, payload):
     assert HistoryBuffer._statistics_methods == statistics_before
 
 
+@pytest.mark.slow
 def test_kill_mid_epoch_then_resume_matches_uninterrupted(
         reference, tmp_path):
     work_dir = tmp_path / 'killed'
@@ -183,6 +184,7 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(
     assert_same_run(resumed, reference)
 
 
+@pytest.mark.slow
 def test_kill_during_validation_then_resume_matches_uninterrupted(
         reference, tmp_path):
     """SIGKILLed at the 2nd batch of the validation after epoch 2:
@@ -206,6 +208,7 @@ def test_kill_during_validation_then_resume_matches_uninterrupted(
     assert_same_run(resumed, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('reseed', [True, False])
 def test_resumed_run_repeats_random_numbers_only_with_reseeding(
         tmp_path, reseed):
@@ -227,6 +230,7 @@ def test_resumed_run_repeats_random_numbers_only_with_reseeding(
     assert same == reseed
 
 
+@pytest.mark.slow
 def test_detector_kill_mid_epoch_then_resume_matches_uninterrupted(
         tmp_path):
     """The same with the demo Cascade Mask R-CNN through tools/train.py.

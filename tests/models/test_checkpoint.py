@@ -510,6 +510,7 @@ def test_convert_refuses_what_it_cannot_write(tmp_path: Path) -> None:
     assert sorted(summary['dropped']) == sorted(detector_extras())
 
 
+@pytest.mark.slow
 def test_convert_cli(tmp_path: Path,
                      capsys: pytest.CaptureFixture) -> None:
     src_model = source_model('v2-test')

@@ -190,6 +190,7 @@ def test_other_ops_refuse_naming_the_op_and_the_install_option() -> None:
         mmcv.ops.nms(rois[:, 1:], torch.ones(1), 0.5, offset=1)
 
 
+@pytest.mark.slow
 def test_any_import_order_works() -> None:
     """A script that imports mmdet's models first, never convnext_dense:
     the start-up hook that tools/install.sh writes serves mmcv._ext."""

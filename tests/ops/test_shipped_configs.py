@@ -24,9 +24,12 @@ from convnext_dense.ops import OPS, mmcv_ops_source
 from configs import test_detection_configs as det  # noqa: E402
 from configs import test_segmentation_configs as seg  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    mmcv_ops_source() != 'torchvision',
-    reason='mmcv has its compiled ops here: the stand-ins are not in use')
+pytestmark = [
+    pytest.mark.skipif(
+        mmcv_ops_source() != 'torchvision',
+        reason='mmcv has its compiled ops here: the stand-ins are not in use'),
+    pytest.mark.slow,  # 15 configs, about 3 min
+]
 
 
 @pytest.fixture

@@ -13,6 +13,11 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
+# long end-to-end runs: deselect with -m 'not slow'
+pytestmark = pytest.mark.slow
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 

@@ -56,6 +56,7 @@ def run_test(config: str, ckpt: Path, data: Path, tmp_path: Path, *options):
                  'test_dataloader.persistent_workers=False', *options])
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(data, tmp_path):
     seg = checkpoint(tmp_path, 'upernet_convnext_demo.py')
     with pytest.raises(SystemExit) as info:
@@ -80,6 +81,7 @@ def test_checkpoint_of_another_model_is_refused(data, tmp_path):
     assert metrics['coco/bbox_mAP'] < 0.01
 
 
+@pytest.mark.slow
 def test_data_root_with_blanks(data, tmp_path):
     det = checkpoint(tmp_path, 'cascade_convnext_demo.py')
     metrics = run_test('cascade_convnext_demo.py', det, data, tmp_path)
