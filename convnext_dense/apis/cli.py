@@ -117,6 +117,7 @@ def train(cfg: Config):
                                        check_layer_decay_config,
                                        explain_dataset_errors,
                                        setup_cpu_distributed, work_dir_lock)
+    from convnext_dense.engine.distributed import close_distributed
     check_layer_decay_config(cfg)
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
     check_dataset_paths(cfg, splits)
@@ -136,7 +137,9 @@ def train(cfg: Config):
                 'last_checkpoint file); training from the start',
                 logger='current', level=logging.WARNING)
     with work_dir_lock(cfg.work_dir), explain_dataset_errors():
-        return build_runner(cfg).train()
+        model = build_runner(cfg).train()
+    close_distributed()
+    return model
 
 
 def require_matching_checkpoint(cfg: Config,

@@ -583,6 +583,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         record = next(h for h in runner.hooks if isinstance(h, ToyRecordHook))
         with open(osp.join(args.work_dir, 'final_metrics.json'), 'w') as f:
             json.dump(record.last_metrics, f)
+    from convnext_dense.engine.distributed import close_distributed
+    close_distributed()
     return 0
 
 
