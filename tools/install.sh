@@ -38,7 +38,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-PY="$VENV/bin/python"
+PY="$(cd "$VENV" && pwd)/bin/python"  # absolute: the mmcv build runs elsewhere
 # pip's own exit status decides; grep only drops the noise of machines whose
 # pip config names local index folders that do not exist
 pip_install() {
@@ -80,7 +80,7 @@ else
       log "compiling mmcv $MMCV_VERSION with $OPS ops (cache key $KEY); about 15-25 min on 2 cores"
       BUILD=$(mktemp -d)
       (cd "$BUILD" && MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-        "$OLDPWD/$PY" -m pip wheel --disable-pip-version-check --no-deps \
+        "$PY" -m pip wheel --disable-pip-version-check --no-deps \
         --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION" -w "$BUILD/out" \
         > "$BUILD/build.log" 2>&1) \
         || { tail -40 "$BUILD/build.log" >&2; echo "mmcv build failed; log: $BUILD/build.log" >&2; exit 1; }
