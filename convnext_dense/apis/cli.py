@@ -92,7 +92,9 @@ def build_runner(cfg: Config) -> Runner:
 def train(cfg: Config):
     """Check the config, then train it with mmengine's Runner.
 
-    Before anything is built or written to the work dir: decay settings that
+    Before anything is built or written to the work dir: a work dir that is
+    or lies inside an input is refused (:func:`check_run_outputs`), decay
+    settings that
     the optimizer constructor would ignore are refused
     (:func:`check_layer_decay_config`), every data path is checked and a
     missing one named with its config key (:func:`check_dataset_paths`),
@@ -118,8 +120,11 @@ def train(cfg: Config):
                                        explain_dataset_errors,
                                        setup_cpu_distributed, work_dir_lock)
     from convnext_dense.engine.distributed import close_distributed
-    check_layer_decay_config(cfg)
+
+    from .outputs import check_run_outputs
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
+    check_run_outputs(cfg, splits, [])
+    check_layer_decay_config(cfg)
     check_dataset_paths(cfg, splits)
     check_annotations(cfg, splits)
     add_label_checks(cfg)

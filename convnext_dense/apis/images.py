@@ -7,6 +7,9 @@ import os.path as osp
 
 import numpy as np
 
+from convnext_dense.fileio import (OutputOverwritesInputError,  # noqa: F401
+                                   check_outputs as check_paths)
+
 # what mmcv.imread decodes, lower case
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -14,11 +17,6 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
 
 class UnreadableImageError(OSError):
     """An input file could not be decoded as an image."""
-
-
-class OutputOverwritesInputError(ValueError):
-    """An output path would replace an input, or lies inside the input
-    folder (where a later run would take the painted images as inputs)."""
 
 
 def list_images(path: str) -> list[tuple[str, str]]:
@@ -53,23 +51,29 @@ def output_file(out_dir: str, name: str) -> str:
 
 
 def check_outputs(images: list[tuple[str, str]], inputs: str,
-                  out_dir: str) -> None:
-    """Refuse outputs that would overwrite inputs.
+                  out_dir: str, other_inputs: tuple = ()) -> None:
+    """Refuse outputs that would overwrite inputs
+    (:func:`convnext_dense.fileio.check_outputs`).
+
+    Args:
+        images: :func:`list_images` of ``inputs``.
+        inputs: The input image or folder.
+        out_dir: Where the paintings go.
+        other_inputs: More ``(what, path)`` inputs: the config and
+            checkpoint files.
 
     Raises:
         OutputOverwritesInputError: If ``out_dir`` is the input folder or
-            inside it, or an output file is one of the inputs (e.g. input
-            ``a.png``, output folder the one it is in).
+            inside it (or inside another input), or an output file is one
+            of the inputs (e.g. input ``a.png``, output folder the one it
+            is in).
     """
-    out_real = osp.realpath(out_dir)
-    if osp.isdir(inputs):
-        in_real = osp.realpath(inputs)
-        if out_real == in_real or out_real.startswith(in_real + os.sep):
-            where = 'is' if out_real == in_real else 'is inside'
-            raise OutputOverwritesInputError(
-                f'--out-dir {out_dir} {where} the input folder {inputs}: '
-                'the painted PNGs would replace input images or be taken as '
-                'inputs by a later run. Choose a folder outside it')
+    folder = [('the input folder', inputs)] if osp.isdir(inputs) else []
+    check_paths([('--out-dir', out_dir)], [*folder, *other_inputs],
+                why='the painted PNGs would replace input images or be '
+                'taken as inputs by a later run. Choose a folder outside it')
+    # real paths, as check_paths compares them (one dict: folders of
+    # thousands of images)
     sources = {osp.realpath(file): file for file, _ in images}
     for _, name in images:
         out = output_file(out_dir, name)

@@ -367,7 +367,12 @@ def run_inference(config: str,
             the readable ones are written), naming each file.
     """
     images = list_images(inputs)  # first: fail before building anything
-    check_outputs(images, inputs, out_dir)
+    model_files = [('the config', resolve_config(config))]
+    if backend == 'pytorch':
+        model_files.append(('the checkpoint', resolve_checkpoint(checkpoint)))
+    else:
+        model_files.append(('the ONNX file', checkpoint))
+    check_outputs(images, inputs, out_dir, tuple(model_files))
     if len(images) == 1 and osp.isfile(inputs):
         read_image(images[0][0])  # one named image: fail fast if broken
     inferencer = Inferencer(config, checkpoint, device=device,

@@ -241,6 +241,10 @@ def export_onnx(config: str,
 
     Returns:
         ``out``.
+
+    Raises:
+        OutputOverwritesInputError: If ``out`` is the config or the
+            checkpoint (links resolved), before anything is built.
     """
     from mmengine.config import Config
 
@@ -250,10 +254,16 @@ def export_onnx(config: str,
                                                resolve_checkpoint,
                                                resolve_config)
 
-    cfg = Config.fromfile(resolve_config(config))
+    from convnext_dense.fileio import check_outputs
+
+    config, checkpoint = resolve_config(config), resolve_checkpoint(checkpoint)
+    check_outputs([('--out', out)], [('the config', config),
+                                     ('the checkpoint', checkpoint)],
+                  why='choose another file')
+    cfg = Config.fromfile(config)
     task = detect_task(cfg)
     model = build_model(cfg)
-    meta = load_checkpoint_strict(model, resolve_checkpoint(checkpoint))
+    meta = load_checkpoint_strict(model, checkpoint)
     dataset_meta = dataset_meta_for(model, task, meta, cfg)
     if shape is None:
         shape = (224, 224) if part != 'model' else _pipeline_hw(cfg)

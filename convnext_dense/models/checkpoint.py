@@ -226,6 +226,8 @@ def convert_checkpoint(src: str | os.PathLike,
 
     Raises:
         FileExistsError: if ``dst`` exists and ``force`` is False.
+        OutputOverwritesInputError: if ``dst`` is ``src`` (links resolved),
+            even with ``force``.
         ValueError: if ``src`` is unreadable or not ConvNeXt, or holds keys
             the target schema cannot spell (``norm{i}`` of a dense model has
             no timm name), or a prefix the target schema does not have.
@@ -234,6 +236,9 @@ def convert_checkpoint(src: str | os.PathLike,
         raise ValueError(f'unknown checkpoint format {fmt!r}; '
                          f'choose one of {FORMATS}')
     src, dst = os.fspath(src), os.fspath(dst)
+    from convnext_dense.fileio import check_outputs
+    check_outputs([('DST', dst)], [('the source', src)], why='converting '
+                  'in place would lose the source; write to another file')
     if os.path.exists(dst) and not force:
         raise FileExistsError(
             f'{dst} exists; pass force=True (--force) to overwrite it')
