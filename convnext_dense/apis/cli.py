@@ -8,11 +8,9 @@ differ (where painted test images go, how predictions are dumped) branch on
 """
 from __future__ import annotations
 
-import logging
 import os.path as osp
 
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .task import detect_task
@@ -105,7 +103,10 @@ def train(cfg: Config):
     and a ``--launcher pytorch`` run on a machine without CUDA is set up on
     gloo (:func:`setup_cpu_distributed`); a distributed run with
     ``ChannelsLastHook`` wraps its model channels-last
-    (:func:`channels_last_ddp`). The work dir is locked for the
+    (:func:`channels_last_ddp`). ``--resume`` without a file continues
+    from the checkpoint ``last_checkpoint`` names, taken from the work dir
+    itself when the pointer leads elsewhere (:func:`prepare_resume`: a
+    copied or moved work dir). The work dir is locked for the
     training (:func:`work_dir_lock`: a second training in it is refused,
     naming the first). An empty dataset is explained rather than reported
     as a failed concatenation.
@@ -120,6 +121,7 @@ def train(cfg: Config):
                                        explain_dataset_errors,
                                        setup_cpu_distributed, work_dir_lock)
     from convnext_dense.engine.distributed import close_distributed
+    from convnext_dense.engine.resume import prepare_resume
 
     from .outputs import check_run_outputs
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
@@ -130,17 +132,7 @@ def train(cfg: Config):
     add_label_checks(cfg)
     setup_cpu_distributed(cfg)
     channels_last_ddp(cfg)
-    if cfg.get('resume') and not cfg.get('load_from'):
-        # mmengine would log "Auto resumed from the latest checkpoint None."
-        # and start from scratch
-        from mmengine.runner import find_latest_checkpoint
-        cfg.load_from = find_latest_checkpoint(cfg.work_dir)
-        if cfg.load_from is None:
-            cfg.resume = False
-            print_log(
-                f'--resume: nothing to resume in {cfg.work_dir} (no '
-                'last_checkpoint file); training from the start',
-                logger='current', level=logging.WARNING)
+    prepare_resume(cfg)
     with work_dir_lock(cfg.work_dir), explain_dataset_errors():
         model = build_runner(cfg).train()
     close_distributed()

@@ -74,15 +74,13 @@ def resolve_checkpoint(path: str) -> str:
         return path
     if not osp.isdir(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    pointer = osp.join(path, 'last_checkpoint')
-    if osp.isfile(pointer):
-        with open(pointer, encoding='utf-8') as f:
-            named = f.read().strip()
-        # the pointer holds the path the Runner saw; the work dir may have
-        # moved since, so fall back to the file name inside ``path``
-        for candidate in (named, osp.join(path, osp.basename(named))):
-            if candidate and osp.isfile(candidate):
-                return candidate
+    from convnext_dense.engine.resume import last_checkpoint
+    try:  # the pointer, read as --resume reads it
+        named = last_checkpoint(path)
+    except FileNotFoundError:
+        named = None
+    if named:
+        return named
     found = sorted(glob.glob(osp.join(path, '*.pth')), key=osp.getmtime)
     if not found:
         raise FileNotFoundError(

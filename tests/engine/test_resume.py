@@ -10,12 +10,16 @@
   ``resume=True`` ends with bitwise the same weights, buffers and metric as
   an uninterrupted run of the same seed. The toy model uses dropout, so this
   needs ``ResumableRandomnessHook``; without it the resumed run differs.
+- A copied or moved work dir resumes from its own checkpoint, not from the
+  absolute path its ``last_checkpoint`` holds
+  (convnext_dense/engine/resume.py).
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +37,7 @@ from convnext_dense.models.checkpoint_io import (
 from .toy_runner import (KILL_AT_ITER_ENV, KILL_IN_VAL_ENV, REPO_ROOT,
                          SCRIPT,
                          assert_same_run, build_cfg,
-                         reference_run, toy_env, train_in_process,
+                         reference_run, run_toy, toy_env, train_in_process,
                          write_detector_config)
 
 
@@ -281,3 +285,40 @@ def test_detector_kill_mid_epoch_then_resume_matches_uninterrupted(
         return re.findall(r'(bbox|segm)_mAP_copypaste: (.*)', log)
 
     assert metrics(resumed) == metrics(reference) != []
+
+
+def killed_run(work_dir: Path) -> Path:
+    """A toy run SIGKILLed after iteration 21 (epoch 2): ``epoch_1.pth``
+    and the pointer to it are on disk."""
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, str(work_dir)],
+        env=dict(toy_env(), **{KILL_AT_ITER_ENV: '21'}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert (work_dir / 'last_checkpoint').read_text() == str(
+        work_dir / 'epoch_1.pth')
+    return work_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('how', ['copied', 'moved'])
+def test_resume_in_copied_or_moved_work_dir(reference, tmp_path, how):
+    """The pointer holds the absolute path of the original work dir. A copy
+    resumed from the original's epoch_1.pth, whatever it held by then (here
+    epoch 2's weights: a new training in the old place); a moved one
+    failed. Both now resume from their own epoch_1.pth, with a warning."""
+    original = killed_run(tmp_path / 'original')
+    work_dir = tmp_path / how
+    if how == 'copied':
+        shutil.copytree(original, work_dir, symlinks=True)
+        shutil.copyfile(reference / 'epoch_2.pth', original / 'epoch_1.pth')
+    else:
+        original.rename(work_dir)
+    resumed = run_toy(work_dir, '--resume')
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert (f'{work_dir}/last_checkpoint names {original}/epoch_1.pth, '
+            'outside this work dir (copied or moved since it was written?); '
+            f'using {work_dir}/epoch_1.pth, the file of that name here'
+            ) in resumed.stdout
+    assert 'resumed epoch: 1, iter: 16' in resumed.stdout
+    assert_same_run(work_dir, reference)

@@ -568,8 +568,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         resume=args.resume,
         reliable=not args.stock,
         checkpoint=dict(max_keep_ckpts=args.max_keep_ckpts))
-    # CPU-only machines: gloo, no device ids (what tools/train.py does too)
+    # what tools/train.py does too: resume from the work dir's checkpoint;
+    # CPU-only machines: gloo, no device ids
     from convnext_dense.engine.distributed import setup_cpu_distributed
+    from convnext_dense.engine.resume import prepare_resume
+    prepare_resume(cfg)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     if args.die_while_writing:
