@@ -129,15 +129,20 @@ def fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
-def _named(err: BaseException, path: str, written: Optional[int]):
-    """``err`` with ``path`` in it if it is an OSError without a file name
-    (a full disk says only "[Errno 28] No space left on device")."""
+def named_error(err: BaseException, path: str, doing: str):
+    """``err`` with ``path`` and ``doing`` in it if it is an OSError without
+    a file name (a full disk says only "[Errno 28] No space left on
+    device"); else ``err`` itself."""
     if not (isinstance(err, OSError) and err.errno is not None
             and err.filename is None):
         return err
+    return OSError(err.errno, f'{err.strerror} ({doing})', path)
+
+
+def _named(err: BaseException, path: str, written: Optional[int]):
     size = '' if written is None else f'writing {written} bytes; '
-    return OSError(err.errno, f'{err.strerror} ({size}the previous file, '
-                   'if any, is unchanged)', path)
+    return named_error(err, path,
+                       f'{size}the previous file, if any, is unchanged')
 
 
 def _create_partial(path: str) -> tuple[int, str]:

@@ -8,7 +8,8 @@
 Detection configs paint boxes, masks, class names and scores; segmentation
 configs a colour overlay with class names. The task comes from the config.
 Every input ``INPUT/sub/name.jpg`` becomes ``DIR/sub/name.png`` at its own
-size. CONFIG and CHECKPOINT may both be a training work dir (the config the
+size (``name.jpg.png`` where another input, ``name.png``, would also give
+``name.png``). CONFIG and CHECKPOINT may both be a training work dir (the config the
 Runner dumped there, the checkpoint ``last_checkpoint`` names), e.g. after
 ``python tools/demo.py det``::
 

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, training=False)
     if args.out:
         dump_predictions(runner, args.out)
     try:

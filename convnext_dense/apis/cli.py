@@ -21,7 +21,9 @@ def load_config(path: str,
                 launcher: str = 'none',
                 work_dir: str | None = None,
                 data_root: str | None = None) -> Config:
-    """Load a config, merge command-line overrides, and set the work dir.
+    """Load a config, merge command-line overrides, and set the work dir
+    and the distributed timeout (:func:`~convnext_dense.engine.distributed.
+    set_dist_timeout`).
 
     Args:
         path: Config file.
@@ -33,10 +35,12 @@ def load_config(path: str,
         data_root: ``--data-root``: see :func:`set_data_root`. Defaults to
             None (the config's).
     """
+    from convnext_dense.engine.distributed import set_dist_timeout
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    set_dist_timeout(cfg)
     if data_root is not None:
         set_data_root(cfg, data_root)
     if work_dir is not None:
@@ -79,12 +83,23 @@ def set_data_root(cfg: Config, data_root: str) -> None:
                     data_root, ann_file[len(old):].lstrip('/'))
 
 
-def build_runner(cfg: Config) -> Runner:
-    """The config's ``runner_type`` if it names one, else mmengine's Runner."""
+def build_runner(cfg: Config, training: bool = True) -> Runner:
+    """The config's ``runner_type`` if it names one, else mmengine's Runner,
+    dumping its config safely (:func:`~convnext_dense.engine.runner.
+    runner_class`); ``training=False`` (``tools/test.py``) dumps it into the
+    run's log dir, leaving a training's dumped config in the work dir
+    alone."""
+    from convnext_dense.engine.runner import runner_class
+    base = Runner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+        with RUNNERS.switch_scope_and_registry(
+                cfg.get('default_scope')) as registry:
+            base = registry.get(cfg.runner_type)
+        if base is None:
+            raise KeyError(f'runner_type {cfg.runner_type!r} is not a '
+                           'registered Runner')
+    return runner_class(base, training).from_cfg(cfg)
 
 
 def train(cfg: Config):
@@ -133,9 +148,14 @@ def train(cfg: Config):
     setup_cpu_distributed(cfg)
     channels_last_ddp(cfg)
     prepare_resume(cfg)
-    with work_dir_lock(cfg.work_dir), explain_dataset_errors():
-        model = build_runner(cfg).train()
-    close_distributed()
+    finished = False
+    try:
+        with work_dir_lock(cfg.work_dir), explain_dataset_errors():
+            model = build_runner(cfg).train()
+        finished = True
+    finally:
+        # after an error the other ranks may never reach a barrier
+        close_distributed(wait=finished)
     return model
 
 

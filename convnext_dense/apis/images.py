@@ -45,9 +45,33 @@ def list_images(path: str) -> list[tuple[str, str]]:
     return sorted(images, key=lambda item: item[1])
 
 
-def output_file(out_dir: str, name: str) -> str:
-    """Where the painting of input ``name`` (relative path) goes."""
-    return osp.join(out_dir, osp.splitext(name)[0] + '.png')
+def output_files(out_dir: str, images: list[tuple[str, str]]) -> list[str]:
+    """Where the painting of each input (``(file, relative name)``, as
+    :func:`list_images` gives them) goes: ``out_dir/sub/name.png``.
+
+    Inputs that would share a name (``a/x.jpg`` and ``a/x.png``) keep their
+    extension instead (``a/x.jpg.png``, ``a/x.png.png``), so no painting
+    replaces another.
+
+    Raises:
+        OutputOverwritesInputError: If two outputs are still the same (an
+            input named ``x.jpg.png`` next to ``x.jpg`` and ``x.png``).
+    """
+    plain = [osp.splitext(name)[0] + '.png' for _, name in images]
+    counts: dict[str, int] = {}
+    for name in plain:
+        counts[name] = counts.get(name, 0) + 1
+    outputs = [osp.join(out_dir, short if counts[short] == 1 else name +
+                        '.png')
+               for short, (_, name) in zip(plain, images)]
+    seen: dict[str, str] = {}
+    for out, (file, _) in zip(outputs, images):
+        if out in seen:
+            raise OutputOverwritesInputError(
+                f'{seen[out]} and {file} would both be painted to {out}; '
+                'rename one of them')
+        seen[out] = file
+    return outputs
 
 
 def check_outputs(images: list[tuple[str, str]], inputs: str,
@@ -64,9 +88,9 @@ def check_outputs(images: list[tuple[str, str]], inputs: str,
 
     Raises:
         OutputOverwritesInputError: If ``out_dir`` is the input folder or
-            inside it (or inside another input), or an output file is one
+            inside it (or inside another input), an output file is one
             of the inputs (e.g. input ``a.png``, output folder the one it
-            is in).
+            is in), or two inputs would be painted to one file.
     """
     folder = [('the input folder', inputs)] if osp.isdir(inputs) else []
     check_paths([('--out-dir', out_dir)], [*folder, *other_inputs],
@@ -75,8 +99,7 @@ def check_outputs(images: list[tuple[str, str]], inputs: str,
     # real paths, as check_paths compares them (one dict: folders of
     # thousands of images)
     sources = {osp.realpath(file): file for file, _ in images}
-    for _, name in images:
-        out = output_file(out_dir, name)
+    for out in output_files(out_dir, images):
         if osp.realpath(out) in sources:
             raise OutputOverwritesInputError(
                 f'the painting of {sources[osp.realpath(out)]} would '

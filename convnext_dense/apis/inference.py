@@ -33,7 +33,7 @@ from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
 
 from .images import (IMAGE_EXTENSIONS, OutputOverwritesInputError,  # noqa: F401
                      UnreadableImageError, check_outputs, list_images,
-                     output_file, read_image)
+                     output_files, read_image)
 from .task import detect_task
 
 BACKENDS = ('pytorch', 'onnxruntime')
@@ -339,7 +339,8 @@ def run_inference(config: str,
     """Paint the predictions of a model on an image or a folder of images.
 
     Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
-    at its own size. Unreadable images in a folder do not stop the others;
+    at its own size (``name.jpg.png`` where another input would also give
+    ``name.png``). Unreadable images in a folder do not stop the others;
     they are reported together at the end.
 
     Args:
@@ -385,13 +386,12 @@ def run_inference(config: str,
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(images))
     written, unreadable = [], []
-    for file, name in images:
+    for (file, _), out_file in zip(images, output_files(out_dir, images)):
         try:
             image = read_image(file)
         except UnreadableImageError as err:
             unreadable.append(str(err))
         else:
-            out_file = output_file(out_dir, name)
             inferencer.draw(image, inferencer.predict(image), out_file)
             written.append(out_file)
         if bar is not None:

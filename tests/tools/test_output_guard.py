@@ -161,3 +161,22 @@ def test_convert_refuses_dst_on_src(inputs, tmp_path, dst, capsys):
         'would lose the source; write to another file\n')
     assert digest(src) == before
 
+
+
+@pytest.mark.slow
+def test_test_tool_leaves_a_trainings_config_alone(inputs, tmp_path):
+    """tools/test.py --work-dir of a training replaced the config that
+    training dumped there (which infer.py WORK_DIR and --resume read)."""
+    work = tmp_path / 'training'
+    work.mkdir()
+    dumped = work / CONFIG.name
+    dumped.write_text('# the training dumped this\n')
+    metrics = tool('test.py')([
+        str(CONFIG), str(inputs['checkpoint']), '--work-dir', str(work),
+        '--data-root', f"{inputs['data']}/"])
+    assert 'coco/bbox_mAP' in metrics
+    assert dumped.read_text() == '# the training dumped this\n'
+    [log_dir] = [p for p in work.iterdir() if p.is_dir()]
+    # the test run's own config, in its log dir
+    assert f"load_from = '{inputs['checkpoint']}'" in (
+        log_dir / CONFIG.name).read_text()
