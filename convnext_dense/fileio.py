@@ -263,5 +263,6 @@ def open_nofollow(path: PathLike, flags: int, mode: int = 0o644) -> int:
         if err.errno == errno.ELOOP:
             raise OSError(
                 err.errno, f'{path} is a symbolic link; refusing to write '
-                'through it (it could point anywhere). Remove it', path) from None
+                'through it (it could point anywhere). Remove it',
+                path) from None
         raise

@@ -14,8 +14,8 @@ from typing import Iterable, Sequence
 
 from mmengine.config import Config
 
-from convnext_dense.fileio import (Named, OutputOverwritesInputError,  # noqa: F401
-                                   check_outputs)
+from convnext_dense.fileio import Named, check_outputs
+from convnext_dense.fileio import OutputOverwritesInputError  # noqa: F401
 
 
 def _local(path) -> bool:

@@ -15,7 +15,9 @@ exclusive ``flock`` on ``WORK_DIR/.train.lock`` for the whole training:
 
 The lock file is never opened through a symbolic link (``O_NOFOLLOW``),
 which would truncate the link's target; a full disk while the record is
-written names the file. On a clean exit the record is removed. Only the process of global rank 0
+written names the file. On a clean exit the record is removed.
+
+Only the process of global rank 0
 locks (``RANK``, ``SLURM_PROCID`` or ``OMPI_COMM_WORLD_RANK``); the other
 ranks of the same training share its work dir.
 """
