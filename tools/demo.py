@@ -10,6 +10,7 @@ painted predictions to work_dirs/demo_*/. The logic lives in
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mmengine.config import DictAction
 
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> dict:
     from mmengine.logging import print_log
 
     from convnext_dense.apis.demo import run_demo  # noqa: E402
-    metrics = run_demo(args.task, args.work_dir, args.cfg_options)
+    from convnext_dense.fileio import OutputOverwritesInputError
+    try:
+        metrics = run_demo(args.task, args.work_dir, args.cfg_options)
+    except OutputOverwritesInputError as err:  # raised before any work
+        sys.exit(f'error: {err}')
     print_log('demo metrics: ' + ', '.join(
         f'{key}={value:.3f}' if isinstance(value, float) else f'{key}={value}'
         for key, value in metrics.items()), logger='current')

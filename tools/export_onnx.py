@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> str:
     from convnext_dense.apis.inference import CheckpointMismatchError
     from convnext_dense.deploy.onnx_export import export_onnx
     from convnext_dense.deploy.graphs import UnsupportedModelError
+    from convnext_dense.fileio import OutputOverwritesInputError
     try:
         out = export_onnx(args.config, args.checkpoint, args.out,
                           part=args.part,
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> str:
                           opset=args.opset, dynamic=not args.static,
                           fp16=args.fp16)
     except (FileNotFoundError, CheckpointMismatchError,
-            UnsupportedModelError) as err:
+            OutputOverwritesInputError, UnsupportedModelError) as err:
         sys.exit(f'error: {err}')
     print(f'wrote {out}')
     return out

@@ -8,9 +8,10 @@
 Detection configs paint boxes, masks, class names and scores; segmentation
 configs a colour overlay with class names. The task comes from the config.
 Every input ``INPUT/sub/name.jpg`` becomes ``DIR/sub/name.png`` at its own
-size. CONFIG and CHECKPOINT may both be a training work dir (the config the
-Runner dumped there, the checkpoint ``last_checkpoint`` names), e.g. after
-``python tools/demo.py det``::
+size (``name.jpg.png`` where another input, ``name.png``, would also give
+``name.png``). CONFIG and CHECKPOINT may both be a training work dir (the
+config the Runner dumped there, the checkpoint ``last_checkpoint`` names),
+e.g. after ``python tools/demo.py det``::
 
     python tools/infer.py work_dirs/demo_det work_dirs/demo_det \\
         data/toy_coco/val2017 --out-dir work_dirs/demo_det/infer

@@ -65,9 +65,18 @@ def main(argv: list[str] | None = None) -> dict:
                                          load_config,
                                          require_matching_checkpoint)
 
+    from convnext_dense.apis.outputs import (OutputOverwritesInputError,
+                                             check_run_outputs)
+
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir, args.data_root)
     cfg.load_from = args.checkpoint
+    try:  # before anything is built or written
+        check_run_outputs(cfg, ('test', ), [
+            ('--show-dir', args.show_dir), ('--out', args.out),
+            ('--work-dir', args.work_dir)])
+    except OutputOverwritesInputError as err:
+        sys.exit(f'error: {err}')
     require_matching_checkpoint(cfg, args.allow_partial)
     # a missing or wrong data path is named with its config key up front
     check_dataset_paths(cfg, ('test', ))
@@ -76,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, training=False)
     if args.out:
         dump_predictions(runner, args.out)
     try:

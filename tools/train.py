@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from mmengine.config import DictAction
 
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from convnext_dense.apis.cli import load_config, train
+    from convnext_dense.fileio import OutputOverwritesInputError
 
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir, args.data_root)
@@ -68,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    train(cfg)
+    try:
+        train(cfg)
+    except OutputOverwritesInputError as err:  # raised before any work
+        sys.exit(f'error: {err}')
 
 
 if __name__ == '__main__':

@@ -8,11 +8,9 @@ differ (where painted test images go, how predictions are dumped) branch on
 """
 from __future__ import annotations
 
-import logging
 import os.path as osp
 
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .task import detect_task
@@ -23,7 +21,9 @@ def load_config(path: str,
                 launcher: str = 'none',
                 work_dir: str | None = None,
                 data_root: str | None = None) -> Config:
-    """Load a config, merge command-line overrides, and set the work dir.
+    """Load a config, merge command-line overrides, and set the work dir
+    and the distributed timeout (:func:`~convnext_dense.engine.distributed.
+    set_dist_timeout`).
 
     Args:
         path: Config file.
@@ -35,10 +35,12 @@ def load_config(path: str,
         data_root: ``--data-root``: see :func:`set_data_root`. Defaults to
             None (the config's).
     """
+    from convnext_dense.engine.distributed import set_dist_timeout
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    set_dist_timeout(cfg)
     if data_root is not None:
         set_data_root(cfg, data_root)
     if work_dir is not None:
@@ -81,18 +83,31 @@ def set_data_root(cfg: Config, data_root: str) -> None:
                     data_root, ann_file[len(old):].lstrip('/'))
 
 
-def build_runner(cfg: Config) -> Runner:
-    """The config's ``runner_type`` if it names one, else mmengine's Runner."""
+def build_runner(cfg: Config, training: bool = True) -> Runner:
+    """The config's ``runner_type`` if it names one, else mmengine's Runner,
+    dumping its config safely (:func:`~convnext_dense.engine.runner.
+    runner_class`); ``training=False`` (``tools/test.py``) dumps it into the
+    run's log dir, leaving a training's dumped config in the work dir
+    alone."""
+    from convnext_dense.engine.runner import runner_class
+    base = Runner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+        with RUNNERS.switch_scope_and_registry(
+                cfg.get('default_scope')) as registry:
+            base = registry.get(cfg.runner_type)
+        if base is None:
+            raise KeyError(f'runner_type {cfg.runner_type!r} is not a '
+                           'registered Runner')
+    return runner_class(base, training).from_cfg(cfg)
 
 
 def train(cfg: Config):
     """Check the config, then train it with mmengine's Runner.
 
-    Before anything is built or written to the work dir: decay settings that
+    Before anything is built or written to the work dir: a work dir that is
+    or lies inside an input is refused (:func:`check_run_outputs`), decay
+    settings that
     the optimizer constructor would ignore are refused
     (:func:`check_layer_decay_config`), every data path is checked and a
     missing one named with its config key (:func:`check_dataset_paths`),
@@ -103,7 +118,10 @@ def train(cfg: Config):
     and a ``--launcher pytorch`` run on a machine without CUDA is set up on
     gloo (:func:`setup_cpu_distributed`); a distributed run with
     ``ChannelsLastHook`` wraps its model channels-last
-    (:func:`channels_last_ddp`). The work dir is locked for the
+    (:func:`channels_last_ddp`). ``--resume`` without a file continues
+    from the checkpoint ``last_checkpoint`` names, taken from the work dir
+    itself when the pointer leads elsewhere (:func:`prepare_resume`: a
+    copied or moved work dir). The work dir is locked for the
     training (:func:`work_dir_lock`: a second training in it is refused,
     naming the first). An empty dataset is explained rather than reported
     as a failed concatenation.
@@ -118,27 +136,26 @@ def train(cfg: Config):
                                        explain_dataset_errors,
                                        setup_cpu_distributed, work_dir_lock)
     from convnext_dense.engine.distributed import close_distributed
-    check_layer_decay_config(cfg)
+    from convnext_dense.engine.resume import prepare_resume
+
+    from .outputs import check_run_outputs
     splits = ('train', 'val') if cfg.get('val_dataloader') else ('train', )
+    check_run_outputs(cfg, splits, [])
+    check_layer_decay_config(cfg)
     check_dataset_paths(cfg, splits)
     check_annotations(cfg, splits)
     add_label_checks(cfg)
     setup_cpu_distributed(cfg)
     channels_last_ddp(cfg)
-    if cfg.get('resume') and not cfg.get('load_from'):
-        # mmengine would log "Auto resumed from the latest checkpoint None."
-        # and start from scratch
-        from mmengine.runner import find_latest_checkpoint
-        cfg.load_from = find_latest_checkpoint(cfg.work_dir)
-        if cfg.load_from is None:
-            cfg.resume = False
-            print_log(
-                f'--resume: nothing to resume in {cfg.work_dir} (no '
-                'last_checkpoint file); training from the start',
-                logger='current', level=logging.WARNING)
-    with work_dir_lock(cfg.work_dir), explain_dataset_errors():
-        model = build_runner(cfg).train()
-    close_distributed()
+    prepare_resume(cfg)
+    finished = False
+    try:
+        with work_dir_lock(cfg.work_dir), explain_dataset_errors():
+            model = build_runner(cfg).train()
+        finished = True
+    finally:
+        # after an error the other ranks may never reach a barrier
+        close_distributed(wait=finished)
     return model
 
 

@@ -98,6 +98,10 @@ def run_demo(name: str,
     Returns:
         The test metrics, e.g. ``{'coco/bbox_mAP': ..., 'coco/segm_mAP':
         ...}`` for 'det'.
+
+    Raises:
+        OutputOverwritesInputError: Before anything is written, if the work
+            dir is or lies inside an input (the data's image folders).
     """
     if name not in TASKS:
         raise ValueError(f'unknown demo {name!r}; choose one of '
@@ -113,14 +117,18 @@ def run_demo(name: str,
         # iteration of an early det demo took 1.2 s on one thread, 11.9 s
         # on two
         torch.set_num_threads(1)
-    prepare_data(task)
+    from .outputs import check_run_outputs
     work_dir = work_dir or task.work_dir
     cfg = load_config(osp.join(REPO_ROOT, task.config), cfg_options,
                       work_dir=work_dir)
+    vis_dir = osp.abspath(osp.join(work_dir, 'vis'))
+    check_run_outputs(cfg, ('train', 'test'), [('the pictures folder',
+                                                 vis_dir)])
+    prepare_data(task)
     # no validation during training: the test loop evaluates once, at the
     # end, and paints the predictions at the same time
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    enable_visualization(cfg, show_dir=osp.abspath(osp.join(work_dir, 'vis')))
+    enable_visualization(cfg, show_dir=vis_dir)
     runner = build_runner(cfg)
     start = time.perf_counter()
     runner.train()

@@ -7,6 +7,9 @@ import os.path as osp
 
 import numpy as np
 
+from convnext_dense.fileio import (OutputOverwritesInputError,  # noqa: F401
+                                   check_outputs as check_paths)
+
 # what mmcv.imread decodes, lower case
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -14,11 +17,6 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
 
 class UnreadableImageError(OSError):
     """An input file could not be decoded as an image."""
-
-
-class OutputOverwritesInputError(ValueError):
-    """An output path would replace an input, or lies inside the input
-    folder (where a later run would take the painted images as inputs)."""
 
 
 def list_images(path: str) -> list[tuple[str, str]]:
@@ -47,32 +45,61 @@ def list_images(path: str) -> list[tuple[str, str]]:
     return sorted(images, key=lambda item: item[1])
 
 
-def output_file(out_dir: str, name: str) -> str:
-    """Where the painting of input ``name`` (relative path) goes."""
-    return osp.join(out_dir, osp.splitext(name)[0] + '.png')
+def output_files(out_dir: str, images: list[tuple[str, str]]) -> list[str]:
+    """Where the painting of each input (``(file, relative name)``, as
+    :func:`list_images` gives them) goes: ``out_dir/sub/name.png``.
+
+    Inputs that would share a name (``a/x.jpg`` and ``a/x.png``) keep their
+    extension instead (``a/x.jpg.png``, ``a/x.png.png``), so no painting
+    replaces another.
+
+    Raises:
+        OutputOverwritesInputError: If two outputs are still the same (an
+            input named ``x.jpg.png`` next to ``x.jpg`` and ``x.png``).
+    """
+    plain = [osp.splitext(name)[0] + '.png' for _, name in images]
+    counts: dict[str, int] = {}
+    for name in plain:
+        counts[name] = counts.get(name, 0) + 1
+    outputs = [osp.join(out_dir, short if counts[short] == 1 else name +
+                        '.png')
+               for short, (_, name) in zip(plain, images)]
+    seen: dict[str, str] = {}
+    for out, (file, _) in zip(outputs, images):
+        if out in seen:
+            raise OutputOverwritesInputError(
+                f'{seen[out]} and {file} would both be painted to {out}; '
+                'rename one of them')
+        seen[out] = file
+    return outputs
 
 
 def check_outputs(images: list[tuple[str, str]], inputs: str,
-                  out_dir: str) -> None:
-    """Refuse outputs that would overwrite inputs.
+                  out_dir: str, other_inputs: tuple = ()) -> None:
+    """Refuse outputs that would overwrite inputs
+    (:func:`convnext_dense.fileio.check_outputs`).
+
+    Args:
+        images: :func:`list_images` of ``inputs``.
+        inputs: The input image or folder.
+        out_dir: Where the paintings go.
+        other_inputs: More ``(what, path)`` inputs: the config and
+            checkpoint files.
 
     Raises:
         OutputOverwritesInputError: If ``out_dir`` is the input folder or
-            inside it, or an output file is one of the inputs (e.g. input
-            ``a.png``, output folder the one it is in).
+            inside it (or inside another input), an output file is one
+            of the inputs (e.g. input ``a.png``, output folder the one it
+            is in), or two inputs would be painted to one file.
     """
-    out_real = osp.realpath(out_dir)
-    if osp.isdir(inputs):
-        in_real = osp.realpath(inputs)
-        if out_real == in_real or out_real.startswith(in_real + os.sep):
-            where = 'is' if out_real == in_real else 'is inside'
-            raise OutputOverwritesInputError(
-                f'--out-dir {out_dir} {where} the input folder {inputs}: '
-                'the painted PNGs would replace input images or be taken as '
-                'inputs by a later run. Choose a folder outside it')
+    folder = [('the input folder', inputs)] if osp.isdir(inputs) else []
+    check_paths([('--out-dir', out_dir)], [*folder, *other_inputs],
+                why='the painted PNGs would replace input images or be '
+                'taken as inputs by a later run. Choose a folder outside it')
+    # real paths, as check_paths compares them (one dict: folders of
+    # thousands of images)
     sources = {osp.realpath(file): file for file, _ in images}
-    for _, name in images:
-        out = output_file(out_dir, name)
+    for out in output_files(out_dir, images):
         if osp.realpath(out) in sources:
             raise OutputOverwritesInputError(
                 f'the painting of {sources[osp.realpath(out)]} would '

@@ -33,7 +33,7 @@ from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
 
 from .images import (IMAGE_EXTENSIONS, OutputOverwritesInputError,  # noqa: F401
                      UnreadableImageError, check_outputs, list_images,
-                     output_file, read_image)
+                     output_files, read_image)
 from .task import detect_task
 
 BACKENDS = ('pytorch', 'onnxruntime')
@@ -74,15 +74,13 @@ def resolve_checkpoint(path: str) -> str:
         return path
     if not osp.isdir(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    pointer = osp.join(path, 'last_checkpoint')
-    if osp.isfile(pointer):
-        with open(pointer, encoding='utf-8') as f:
-            named = f.read().strip()
-        # the pointer holds the path the Runner saw; the work dir may have
-        # moved since, so fall back to the file name inside ``path``
-        for candidate in (named, osp.join(path, osp.basename(named))):
-            if candidate and osp.isfile(candidate):
-                return candidate
+    from convnext_dense.engine.resume import last_checkpoint
+    try:  # the pointer, read as --resume reads it
+        named = last_checkpoint(path)
+    except FileNotFoundError:
+        named = None
+    if named:
+        return named
     found = sorted(glob.glob(osp.join(path, '*.pth')), key=osp.getmtime)
     if not found:
         raise FileNotFoundError(
@@ -341,7 +339,8 @@ def run_inference(config: str,
     """Paint the predictions of a model on an image or a folder of images.
 
     Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
-    at its own size. Unreadable images in a folder do not stop the others;
+    at its own size (``name.jpg.png`` where another input would also give
+    ``name.png``). Unreadable images in a folder do not stop the others;
     they are reported together at the end.
 
     Args:
@@ -367,7 +366,12 @@ def run_inference(config: str,
             the readable ones are written), naming each file.
     """
     images = list_images(inputs)  # first: fail before building anything
-    check_outputs(images, inputs, out_dir)
+    model_files = [('the config', resolve_config(config))]
+    if backend == 'pytorch':
+        model_files.append(('the checkpoint', resolve_checkpoint(checkpoint)))
+    else:
+        model_files.append(('the ONNX file', checkpoint))
+    check_outputs(images, inputs, out_dir, tuple(model_files))
     if len(images) == 1 and osp.isfile(inputs):
         read_image(images[0][0])  # one named image: fail fast if broken
     inferencer = Inferencer(config, checkpoint, device=device,
@@ -382,13 +386,12 @@ def run_inference(config: str,
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(images))
     written, unreadable = [], []
-    for file, name in images:
+    for (file, _), out_file in zip(images, output_files(out_dir, images)):
         try:
             image = read_image(file)
         except UnreadableImageError as err:
             unreadable.append(str(err))
         else:
-            out_file = output_file(out_dir, name)
             inferencer.draw(image, inferencer.predict(image), out_file)
             written.append(out_file)
         if bar is not None:

@@ -29,12 +29,12 @@ the runtime paints without the checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import os.path as osp
 import warnings
 
 import torch
 import torch.nn as nn
+
+from convnext_dense.fileio import atomic_path, check_outputs
 
 from .graphs import (DetectorGraph, FeatureGraph, HalfGraph, SegmentorGraph,
                      UnsupportedModelError)
@@ -134,7 +134,8 @@ def export_model(model: nn.Module,
     Args:
         model: The detector or segmentor (eval mode, CPU, fp32).
         task: 'det' or 'seg'.
-        out: The .onnx file to write (its folder is created).
+        out: The .onnx file to write, whole or not at all (its folder is
+            created).
         part: 'model', 'backbone' or 'neck' (backbone + neck). Defaults to
             'model'.
         shape: (H, W) traced with; the graph takes any size when
@@ -177,22 +178,23 @@ def export_model(model: nn.Module,
             task == 'det' else 1
     input_names, output_names, axes = _names(task, part, num_outputs,
                                              dynamic)
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with warnings.catch_warnings():
-        # the legacy-exporter notice and tracer warnings on shape tensors
-        # (recorded as ops, which is what we want)
-        warnings.simplefilter('ignore')
-        torch.onnx.export(graph, inputs, out, dynamo=False,
-                          opset_version=opset, input_names=input_names,
-                          output_names=output_names, dynamic_axes=axes,
-                          do_constant_folding=True)
     meta = dict(task=task, part=part, opset=opset, dynamic=dynamic,
                 traced_shape=list(shape),
                 compute_dtype='float16' if fp16 else 'float32',
                 **(metadata or {}))
     if task == 'seg' and part == 'model':  # the runtime's final resize
         meta['align_corners'] = bool(model.decode_head.align_corners)
-    _write_metadata(out, meta)
+    # graph and metadata go into a hidden file that replaces ``out`` only
+    # when complete: an existing file stays intact if the export fails
+    with atomic_path(out) as partial, warnings.catch_warnings():
+        # the legacy-exporter notice and tracer warnings on shape tensors
+        # (recorded as ops, which is what we want)
+        warnings.simplefilter('ignore')
+        torch.onnx.export(graph, inputs, partial, dynamo=False,
+                          opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=axes,
+                          do_constant_folding=True)
+        _write_metadata(partial, meta)
     return out
 
 
@@ -241,6 +243,10 @@ def export_onnx(config: str,
 
     Returns:
         ``out``.
+
+    Raises:
+        OutputOverwritesInputError: If ``out`` is the config or the
+            checkpoint (links resolved), before anything is built.
     """
     from mmengine.config import Config
 
@@ -250,10 +256,14 @@ def export_onnx(config: str,
                                                resolve_checkpoint,
                                                resolve_config)
 
-    cfg = Config.fromfile(resolve_config(config))
+    config, checkpoint = resolve_config(config), resolve_checkpoint(checkpoint)
+    check_outputs([('--out', out)], [('the config', config),
+                                     ('the checkpoint', checkpoint)],
+                  why='choose another file')
+    cfg = Config.fromfile(config)
     task = detect_task(cfg)
     model = build_model(cfg)
-    meta = load_checkpoint_strict(model, resolve_checkpoint(checkpoint))
+    meta = load_checkpoint_strict(model, checkpoint)
     dataset_meta = dataset_meta_for(model, task, meta, cfg)
     if shape is None:
         shape = (224, 224) if part != 'model' else _pipeline_hw(cfg)

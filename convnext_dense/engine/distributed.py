@@ -28,6 +28,12 @@ from mmengine.logging import print_log
 
 # norm layer types that synchronise statistics across processes
 SYNC_NORMS = ('SyncBN', 'MMSyncBN')
+# seconds a rank waits for the others in one collective operation before it
+# fails. torch's default is 30 min for gloo (10 for NCCL): a rank whose
+# peer froze (not died) sat that long. 10 min still covers the longest
+# legitimate wait here, rank 0 alone evaluating COCO or saving a checkpoint;
+# a first download of large pretrained weights by rank 0 may need more
+DIST_TIMEOUT = 600
 
 
 def _revert_sync_norms(node) -> int:
@@ -110,15 +116,31 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
-def close_distributed() -> None:
-    """Destroy the default process group, if any, once every rank is here.
+def set_dist_timeout(cfg: Config) -> None:
+    """Give ``env_cfg.dist_cfg.timeout`` (seconds) the default
+    :data:`DIST_TIMEOUT` unless the config or ``--cfg-options
+    env_cfg.dist_cfg.timeout=SECONDS`` sets it. mmengine's ``init_dist``
+    and :func:`setup_cpu_distributed` pass it to ``init_process_group``."""
+    env_cfg = dict(cfg.get('env_cfg') or {})
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    if dist_cfg.get('timeout') is None:
+        dist_cfg['timeout'] = DIST_TIMEOUT
+    cfg.env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
+
+
+def close_distributed(wait: bool = True) -> None:
+    """Destroy the default process group, if any (after a barrier: once
+    every rank is here, unless ``wait`` is False).
 
     Left to interpreter exit, gloo's process group can be torn down while its
     threads still run, and a rank then aborts ("terminate called without an
     active exception", SIGABRT) after a successful run: seen once in 2-rank
-    CPU runs here. Call it at the end of a distributed job.
+    CPU runs here. Call it at the end of a distributed job, in a
+    ``finally``: after an exception pass ``wait=False``, as the other ranks
+    may never reach the barrier.
     """
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()

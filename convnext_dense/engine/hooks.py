@@ -61,6 +61,10 @@ class AtomicCheckpointHook(CheckpointHook):
        them first, so a crash during the save could leave ``last_checkpoint``
        naming a file that no longer exists.
 
+    A resumed training that had already finished (stopped during its final
+    validation, after the last checkpoint) runs that validation again,
+    saying so; mmengine would end at once, without metrics or a word.
+
     It also refuses to resume from a checkpoint of another model: mmengine
     loads mismatching weights with a warning only and then fails on the
     optimizer state ("loaded state dict contains a parameter group that
@@ -89,6 +93,7 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
+        self._validate_finished = self._resumed_finished_training(runner)
         if not is_main_process():
             return
         self._warn_overwrites(runner)
@@ -98,6 +103,35 @@ class AtomicCheckpointHook(CheckpointHook):
                     print_log(
                         f'Removed {path}, left by an interrupted save.',
                         logger='current')
+
+    def _resumed_finished_training(self, runner) -> bool:
+        """Whether this run resumed a training that had already run all its
+        iterations; says so. True if its final validation is to be run
+        again: the checkpoint is written before that validation, so a run
+        stopped during it left no metrics, and its resume would end at once
+        without any."""
+        loop = runner.train_loop
+        if not (runner.cfg.get('resume') and loop.iter > 0
+                and loop.iter >= loop.max_iters):
+            return False
+        where = (f'epoch {loop.epoch} of {loop.max_epochs}' if self.by_epoch
+                 else f'iteration {loop.iter} of {loop.max_iters}')
+        validate = (runner.val_loop is not None
+                    and getattr(loop, 'val_begin', 1) <= (
+                        loop.epoch if self.by_epoch else loop.iter))
+        print_log(
+            f"resumed from {runner.cfg.get('load_from')}: that training had "
+            f'finished ({where}); nothing left to train. ' +
+            ('Running its final validation again (the previous run may '
+             'have stopped during it).' if validate else 'Nothing to do.'),
+            logger='current', level=logging.WARNING)
+        return validate
+
+    def after_train(self, runner) -> None:
+        super().after_train(runner)
+        if getattr(self, '_validate_finished', False):
+            self._validate_finished = False
+            runner.val_loop.run()
 
     def _warn_overwrites(self, runner) -> None:
         """Warn once about checkpoints of an earlier run that this one will
@@ -115,12 +149,19 @@ class AtomicCheckpointHook(CheckpointHook):
         if later:
             names = ', '.join(name for _, name in later[:5]) + (
                 f' (+{len(later) - 5} more)' if len(later) > 5 else '')
+            if runner.cfg.get('resume'):  # from an earlier checkpoint
+                advice = (
+                    f"This run resumes from {runner.cfg.get('load_from')}, "
+                    f'an earlier one. To continue from the newest instead, '
+                    f'resume from {later[-1][1]}; to keep them, use another '
+                    '--work-dir.')
+            else:
+                advice = ('To continue that training instead, use --resume; '
+                          'to keep them, use another --work-dir.')
             print_log(
                 f'{self.out_dir} already holds {len(later)} checkpoint(s) '
                 f'this training will overwrite as it reaches them: {names}. '
-                'To continue that training instead, use --resume; to keep '
-                'them, use another --work-dir.',
-                logger='current', level=logging.WARNING)
+                + advice, logger='current', level=logging.WARNING)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # called before the weights are copied into the model

@@ -13,7 +13,11 @@ exclusive ``flock`` on ``WORK_DIR/.train.lock`` for the whole training:
   stays; the next training finds the dead process's record in it, names it
   in a warning, and takes the lock.
 
-On a clean exit the record is removed. Only the process of global rank 0
+The lock file is never opened through a symbolic link (``O_NOFOLLOW``),
+which would truncate the link's target; a full disk while the record is
+written names the file. On a clean exit the record is removed.
+
+Only the process of global rank 0
 locks (``RANK``, ``SLURM_PROCID`` or ``OMPI_COMM_WORLD_RANK``); the other
 ranks of the same training share its work dir.
 """
@@ -30,6 +34,8 @@ import time
 from typing import Iterator
 
 from mmengine.logging import print_log
+
+from convnext_dense.fileio import named_error, open_nofollow
 
 LOCK_NAME = '.train.lock'
 RANK_VARIABLES = ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK')
@@ -75,7 +81,8 @@ def work_dir_lock(work_dir: str) -> Iterator[None]:
         return
     os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # never through a link: it would truncate and overwrite its target
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,8 +103,14 @@ def work_dir_lock(work_dir: str) -> Iterator[None]:
             pid=os.getpid(), host=socket.gethostname(),
             started=time.strftime('%Y-%m-%d %H:%M:%S'),
             command=' '.join(sys.argv)))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode('utf-8'), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.encode('utf-8'), 0)
+        except OSError as err:  # a full disk: name the file
+            named = named_error(err, path, 'writing the training lock record')
+            if named is err:
+                raise
+            raise named from err
         try:
             yield
         finally:

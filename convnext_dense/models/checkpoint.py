@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from collections.abc import Mapping
 
 import torch
 from mmengine.logging import print_log
+
+from convnext_dense.fileio import atomic_open, check_outputs
 
 from .checkpoint_io import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
 from .key_schemas import (FORMATS, SCHEMAS, detect_format, detect_prefix,
@@ -169,28 +170,19 @@ _WRAPPER_KEY = {'official': 'model', 'dinov3': None, 'timm': None,
 
 
 def _save_atomically(state_dict: dict, dst: str, wrapper: str | None) -> None:
-    """Write to a hidden file next to ``dst``, then rename it over ``dst``.
-
-    A crash or a full disk leaves ``dst`` untouched instead of truncated.
-    ``.safetensors`` files are always flat (the format has no nesting).
+    """Write ``dst`` whole or not at all (:func:`~convnext_dense.fileio.
+    atomic_open`): a crash or a full disk leaves it untouched instead of
+    truncated. ``.safetensors`` files are always flat (the format has no
+    nesting).
     """
-    directory, base = os.path.split(os.path.abspath(dst))
-    tmp = os.path.join(directory, f'.{base}.{uuid.uuid4().hex}.tmp')
-    try:
-        # 'xb': never clobber; the umask sets the permissions as for dst
-        with open(tmp, 'xb') as file:
-            if dst.endswith('.safetensors'):
-                from safetensors.torch import save
-                file.write(save({k: v.contiguous()
-                                 for k, v in state_dict.items()}))
-            else:
-                torch.save({wrapper: state_dict} if wrapper else state_dict,
-                           file)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(dst) as file:
+        if dst.endswith('.safetensors'):
+            from safetensors.torch import save
+            file.write(save({k: v.contiguous()
+                             for k, v in state_dict.items()}))
+        else:
+            torch.save({wrapper: state_dict} if wrapper else state_dict,
+                       file)
 
 
 def convert_checkpoint(src: str | os.PathLike,
@@ -226,6 +218,8 @@ def convert_checkpoint(src: str | os.PathLike,
 
     Raises:
         FileExistsError: if ``dst`` exists and ``force`` is False.
+        OutputOverwritesInputError: if ``dst`` is ``src`` (links resolved),
+            even with ``force``.
         ValueError: if ``src`` is unreadable or not ConvNeXt, or holds keys
             the target schema cannot spell (``norm{i}`` of a dense model has
             no timm name), or a prefix the target schema does not have.
@@ -234,6 +228,8 @@ def convert_checkpoint(src: str | os.PathLike,
         raise ValueError(f'unknown checkpoint format {fmt!r}; '
                          f'choose one of {FORMATS}')
     src, dst = os.fspath(src), os.fspath(dst)
+    check_outputs([('DST', dst)], [('the source', src)], why='converting '
+                  'in place would lose the source; write to another file')
     if os.path.exists(dst) and not force:
         raise FileExistsError(
             f'{dst} exists; pass force=True (--force) to overwrite it')

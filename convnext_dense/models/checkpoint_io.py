@@ -66,7 +66,6 @@ import os
 import os.path as osp
 import pickle
 import urllib.request
-import uuid
 import zipfile
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
@@ -77,6 +76,8 @@ from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from convnext_dense.fileio import atomic_open
 
 # the numbers a HistoryBuffer or a logged metric may hold
 NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
@@ -290,33 +291,23 @@ def cache_dir() -> str:
 
 
 def _fetch(url: str, dst: str, chunk: int = 1 << 20) -> None:
-    """Download ``url`` to ``dst`` atomically: into a hidden file next to it,
-    flushed to disk, then renamed. A broken download leaves no ``dst``."""
-    directory, base = osp.split(dst)
-    tmp = osp.join(directory, f'.{base}.{uuid.uuid4().hex}.part')
+    """Download ``url`` to ``dst`` atomically (:func:`~convnext_dense.
+    fileio.atomic_open`). A broken download leaves no ``dst``."""
     print_log(f'downloading {url} to {dst}', logger='current')
-    try:
-        with urllib.request.urlopen(url) as response, open(tmp, 'xb') as out:
-            total = int(response.headers.get('Content-Length') or 0)
-            done, reported = 0, 0
-            while True:
-                data = response.read(chunk)
-                if not data:
-                    break
-                out.write(data)
-                done += len(data)
-                if done - reported >= 64 * chunk:  # a line every 64 MiB
-                    reported = done
-                    print_log(f'  {done >> 20} MiB' +
-                              (f' of {total >> 20} MiB' if total else ''),
-                              logger='current')
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with urllib.request.urlopen(url) as response, atomic_open(dst) as out:
+        total = int(response.headers.get('Content-Length') or 0)
+        done, reported = 0, 0
+        while True:
+            data = response.read(chunk)
+            if not data:
+                break
+            out.write(data)
+            done += len(data)
+            if done - reported >= 64 * chunk:  # a line every 64 MiB
+                reported = done
+                print_log(f'  {done >> 20} MiB' +
+                          (f' of {total >> 20} MiB' if total else ''),
+                          logger='current')
 
 
 def download(url: str, directory: Optional[str] = None) -> str:

@@ -32,6 +32,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from convnext_dense.fileio import atomic_open
+
 # annotation value c (1..5) is CLASSES[c - 1]; 0 is "other" (ignored)
 CLASSES: tuple[str, ...] = ('ground', 'disc', 'box', 'triangle', 'ring')
 # RGB display colours, one per class (mmseg's visualizer takes RGB)
@@ -211,9 +213,8 @@ def generate_toy_ade(root: str | os.PathLike,
     info = dict(root=root, classes=CLASSES,
                 palette=[list(c) for c in PALETTE], num_train=num_train,
                 num_val=num_val, image_size=(w, h))
-    # written last, through a rename: its presence means the set is complete
-    manifest = osp.join(root, MANIFEST)
-    with open(manifest + '.partial', 'w') as f:
+    # written last, whole or not at all: its presence means the set is
+    # complete
+    with atomic_open(osp.join(root, MANIFEST), 'w') as f:
         json.dump(dict(info, root=None, seed=seed), f, indent=1)
-    os.replace(manifest + '.partial', manifest)
     return info

@@ -92,3 +92,19 @@ def test_bad_checkpoint_is_one_line(det_model, tmp_path, damage):
                       str(tmp_path / 'out')])
     assert str(info.value).startswith(expected)
     assert not marker.exists()
+
+
+def test_inputs_of_one_name_get_distinct_paintings(det_model, tmp_path):
+    """a/x.jpg and a/x.png were both painted to a/x.png, one lost."""
+    config, checkpoint = det_model
+    folder = tmp_path / 'images'
+    write_images(folder, [(64, 48), (48, 64)])
+    (folder / 'image_0.png').write_bytes((folder / 'image_0.jpg')
+                                         .read_bytes())
+    out = tmp_path / 'out'
+    written = infer_main()([config, checkpoint, str(folder), '--out-dir',
+                            str(out)])
+    assert written == [str(out / 'image_0.jpg.png'),
+                       str(out / 'image_0.png.png'),
+                       str(out / 'sub' / 'image_1.png')]
+    assert sorted(str(p) for p in out.rglob('*.png')) == sorted(written)

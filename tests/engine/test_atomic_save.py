@@ -1,5 +1,6 @@
 """Checkpoints survive a crash during saving (convnext_dense/engine/
-atomic_save.py and ``AtomicCheckpointHook``).
+atomic_save.py and ``AtomicCheckpointHook``; the writer itself,
+convnext_dense/fileio.py, is tested in tests/test_fileio.py).
 
 The crash is simulated in a subprocess: the write of a chosen file stops
 half-way and the process ends with ``os._exit`` (no cleanup runs, as after a
@@ -11,7 +12,6 @@ same way as the control that shows what is being prevented.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from convnext_dense.engine.atomic_save import (AtomicLocalBackend,
-                                               atomic_write,
                                                remove_partial_files)
 from convnext_dense.models.checkpoint_io import allow_mmengine_checkpoint_types
 
@@ -38,33 +37,6 @@ def reference(tmp_path_factory) -> Path:
 
 def partial_files(work_dir: Path) -> list:
     return sorted(p.name for p in work_dir.glob('.*.partial'))
-
-
-def test_atomic_write_replaces_whole_file(tmp_path):
-    path = tmp_path / 'sub' / 'file.bin'
-    atomic_write(b'old', path)
-    atomic_write(b'new contents', path)
-    assert path.read_bytes() == b'new contents'
-    assert partial_files(path.parent) == []
-    # the mode open(path, 'wb') would give: 0o666 less the umask
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
-
-
-def test_atomic_write_interrupted_by_exception_keeps_old_file(
-        tmp_path, monkeypatch):
-    path = tmp_path / 'file.bin'
-    atomic_write(b'old', path)
-
-    def fail(fd):
-        raise OSError('disk full')
-
-    monkeypatch.setattr(os, 'fsync', fail)
-    with pytest.raises(OSError, match='disk full'):
-        atomic_write(b'new', path)
-    assert path.read_bytes() == b'old'
-    assert partial_files(tmp_path) == []
 
 
 def test_backend_is_registered_and_cleans_partial_files(tmp_path):

@@ -10,12 +10,16 @@
   ``resume=True`` ends with bitwise the same weights, buffers and metric as
   an uninterrupted run of the same seed. The toy model uses dropout, so this
   needs ``ResumableRandomnessHook``; without it the resumed run differs.
+- A copied or moved work dir resumes from its own checkpoint, not from the
+  absolute path its ``last_checkpoint`` holds
+  (convnext_dense/engine/resume.py).
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +37,7 @@ from convnext_dense.models.checkpoint_io import (
 from .toy_runner import (KILL_AT_ITER_ENV, KILL_IN_VAL_ENV, REPO_ROOT,
                          SCRIPT,
                          assert_same_run, build_cfg,
-                         reference_run, toy_env, train_in_process,
+                         reference_run, run_toy, toy_env, train_in_process,
                          write_detector_config)
 
 
@@ -281,3 +285,86 @@ def test_detector_kill_mid_epoch_then_resume_matches_uninterrupted(
         return re.findall(r'(bbox|segm)_mAP_copypaste: (.*)', log)
 
     assert metrics(resumed) == metrics(reference) != []
+
+
+def killed_run(work_dir: Path) -> Path:
+    """A toy run SIGKILLed after iteration 21 (epoch 2): ``epoch_1.pth``
+    and the pointer to it are on disk."""
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, str(work_dir)],
+        env=dict(toy_env(), **{KILL_AT_ITER_ENV: '21'}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert (work_dir / 'last_checkpoint').read_text() == str(
+        work_dir / 'epoch_1.pth')
+    return work_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('how', ['copied', 'moved'])
+def test_resume_in_copied_or_moved_work_dir(reference, tmp_path, how):
+    """The pointer holds the absolute path of the original work dir. A copy
+    resumed from the original's epoch_1.pth, whatever it held by then (here
+    epoch 2's weights: a new training in the old place); a moved one
+    failed. Both now resume from their own epoch_1.pth, with a warning."""
+    original = killed_run(tmp_path / 'original')
+    work_dir = tmp_path / how
+    if how == 'copied':
+        shutil.copytree(original, work_dir, symlinks=True)
+        shutil.copyfile(reference / 'epoch_2.pth', original / 'epoch_1.pth')
+    else:
+        original.rename(work_dir)
+    resumed = run_toy(work_dir, '--resume')
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert (f'{work_dir}/last_checkpoint names {original}/epoch_1.pth, '
+            'outside this work dir (copied or moved since it was written?); '
+            f'using {work_dir}/epoch_1.pth, the file of that name here'
+            ) in resumed.stdout
+    assert 'resumed epoch: 1, iter: 16' in resumed.stdout
+    assert_same_run(work_dir, reference)
+
+
+@pytest.mark.slow
+def test_kill_during_final_validation_then_resume_validates(
+        reference, tmp_path):
+    """SIGKILLed in the validation after the last epoch: epoch_3.pth was
+    written before it, so a resume found nothing to train and ended at
+    once, exit 0, without metrics or a word. Now it says so and runs the
+    missed validation, whose metrics equal the uninterrupted run's."""
+    work_dir = tmp_path / 'killed'
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, str(work_dir)],
+        env=dict(toy_env(), **{KILL_IN_VAL_ENV: '3'}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert (work_dir / 'last_checkpoint').read_text() == str(
+        work_dir / 'epoch_3.pth')
+
+    resumed = run_toy(work_dir, '--resume')
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert (f'resumed from {work_dir}/epoch_3.pth: that training had '
+            'finished (epoch 3 of 3); nothing left to train. Running its '
+            'final validation again (the previous run may have stopped '
+            'during it).') in resumed.stdout
+    assert 'Epoch(val) [3][4/4]' in resumed.stdout
+    assert_same_run(work_dir, reference)  # weights and metrics
+
+
+@pytest.mark.slow
+def test_resume_from_an_earlier_checkpoint_warns_without_use_resume(
+        reference, tmp_path):
+    """The overwrite warning told a --resume run to 'use --resume'."""
+    work_dir = tmp_path / 'work'
+    shutil.copytree(reference, work_dir)
+    cfg = build_cfg(str(work_dir), resume=True,
+                    experiment_name=f'earlier_{os.getpid()}')
+    cfg.load_from = str(work_dir / 'epoch_1.pth')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    log = Path(runner.logger.handlers[-1].baseFilename).read_text()
+    assert (f'{work_dir} already holds 2 checkpoint(s) this training will '
+            'overwrite as it reaches them: epoch_2.pth, epoch_3.pth. This '
+            f'run resumes from {work_dir}/epoch_1.pth, an earlier one. To '
+            'continue from the newest instead, resume from epoch_3.pth; to '
+            'keep them, use another --work-dir.') in log
+    assert 'use --resume' not in log

@@ -568,23 +568,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         resume=args.resume,
         reliable=not args.stock,
         checkpoint=dict(max_keep_ckpts=args.max_keep_ckpts))
-    # CPU-only machines: gloo, no device ids (what tools/train.py does too)
+    # what tools/train.py does too: resume from the work dir's checkpoint;
+    # CPU-only machines: gloo, no device ids
     from convnext_dense.engine.distributed import setup_cpu_distributed
+    from convnext_dense.engine.resume import prepare_resume
+    prepare_resume(cfg)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     if args.die_while_writing:
         name, _, occurrence = args.die_while_writing.partition('@')
         die_while_writing(name, int(occurrence or 1))
-    model = runner.train()
-    model = getattr(model, 'module', model)
-    torch.save(model.state_dict(),
-               osp.join(args.work_dir, f'final_rank{get_rank()}.pt'))
-    if get_rank() == 0:
-        record = next(h for h in runner.hooks if isinstance(h, ToyRecordHook))
-        with open(osp.join(args.work_dir, 'final_metrics.json'), 'w') as f:
-            json.dump(record.last_metrics, f)
     from convnext_dense.engine.distributed import close_distributed
-    close_distributed()
+    finished = False
+    try:
+        model = runner.train()
+        model = getattr(model, 'module', model)
+        torch.save(model.state_dict(),
+                   osp.join(args.work_dir, f'final_rank{get_rank()}.pt'))
+        if get_rank() == 0:
+            record = next(h for h in runner.hooks
+                          if isinstance(h, ToyRecordHook))
+            with open(osp.join(args.work_dir, 'final_metrics.json'),
+                      'w') as f:
+                json.dump(record.last_metrics, f)
+        finished = True
+    finally:
+        close_distributed(wait=finished)  # as tools/train.py
     return 0
 
 
