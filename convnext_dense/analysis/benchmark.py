@@ -12,7 +12,8 @@ In one run, on the CPU and on the GPU when one is present, it measures:
 3. One training iteration of Cascade Mask R-CNN T: our config
    (configs/cascade_convnext_t.py) against mmdet's own ConvNeXt config
    (mmpretrain's backbone), both with the same random weights and batch, and
-   ours again under :class:`convnext_dense.engine.channels_last.ChannelsLastHook`.
+   ours again under
+   :class:`convnext_dense.engine.channels_last.ChannelsLastHook`.
 4. Only with ``--parts ... compiled``: forward throughput of ours and timm
    under ``torch.compile`` (channels-last; bf16 on the GPU), against ours
    eager.
@@ -142,10 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
     except ImportError:
         have_mmpretrain = False
     if not have_mmpretrain:
-        notes.append('mmpretrain is not installed (requirements/benchmark.txt, '
-                     'in an environment without transformers >= 4.57): its '
-                     'columns and mmdet\'s ConvNeXt config were not '
-                     'measured.')
+        notes.append('mmpretrain is not installed '
+                     '(requirements/benchmark.txt, in an environment '
+                     'without transformers >= 4.57): its columns and '
+                     'mmdet\'s ConvNeXt config were not measured.')
     contenders = [n for n in BACKBONES
                   if n != 'mmpretrain' or have_mmpretrain]
 

@@ -36,6 +36,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from ..optional import require
 from .graphs import (DetectorGraph, FeatureGraph, HalfGraph, SegmentorGraph,
                      UnsupportedModelError)
 
@@ -168,6 +169,7 @@ def export_model(model: nn.Module,
         raise UnsupportedModelError(
             f'fp16 export needs opset >= {MIN_OPSET_FP16} '
             f'(LayerNormalization, statistics in float32); got {opset}')
+    require('onnx', 'ONNX export')  # before the minutes of tracing
     graph = build_graph(model, task, part)
     if fp16:
         graph = HalfGraph(graph)
@@ -197,7 +199,7 @@ def export_model(model: nn.Module,
 
 
 def _write_metadata(path: str, meta: dict) -> None:
-    import onnx
+    onnx = require('onnx', 'ONNX export')
 
     proto = onnx.load(path)
     entry = proto.metadata_props.add()
@@ -208,7 +210,7 @@ def _write_metadata(path: str, meta: dict) -> None:
 def read_metadata(path: str) -> dict:
     """The metadata :func:`export_model` stored in an .onnx file; empty if
     it has none (a file exported elsewhere)."""
-    import onnx
+    onnx = require('onnx', 'Reading an ONNX file')
 
     proto = onnx.load(path, load_external_data=False)
     for entry in proto.metadata_props:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..optional import require
 from .onnx_export import read_metadata
 
 
@@ -37,7 +38,7 @@ def make_session(path: str, threads: int | None = None,
         optimization: Graph optimisation level: 'disable', 'basic',
             'extended' or 'all'. Defaults to 'all'.
     """
-    import onnxruntime as ort
+    ort = require('onnxruntime', 'ONNX inference')
 
     options = ort.SessionOptions()
     levels = {

@@ -208,7 +208,8 @@ def _resolve_arch(arch: str | dict) -> dict:
         missing = {'depths', 'dims'} - set(arch)
         if missing:
             raise ValueError(
-                f'a custom arch needs depths and dims; missing {sorted(missing)}')
+                'a custom arch needs depths and dims; missing '
+                f'{sorted(missing)}')
         settings = dict(arch)
     else:
         name = ARCH_ALIASES.get(str(arch).lower(), str(arch).lower())

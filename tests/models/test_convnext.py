@@ -406,7 +406,7 @@ def test_deepcopy_and_registry_build() -> None:
     assert copy.deepcopy(model).out_strides == (8, 16)
 
 
-# -- GRN in half precision (docs/reference.md §7) ------------------------------
+# -- GRN in half precision (docs/reference.md §7) -----------------------------
 def _grn_with_fp16_sum_of_squares(x: torch.Tensor, grn: nn.Module
                                   ) -> torch.Tensor:
     """The formula of the old GRN with its sum of squares held in fp16, as a
@@ -479,7 +479,7 @@ def test_grn_statistics_are_float32_under_autocast() -> None:
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
 
 
-# -- layer ids of the V2 depths (docs/reference.md §1, §3) ----------------------
+# -- layer ids of the V2 depths (docs/reference.md §1, §3) --------------------
 # N = 3 + ceil(stage-2 depth / 3), written out per arch
 V2_NUM_LAYERS = {'v2-atto': 5, 'v2-femto': 5, 'v2-pico': 5, 'v2-nano': 6,
                  'v2-tiny': 6, 'v2-base': 12, 'v2-large': 12, 'v2-huge': 12}

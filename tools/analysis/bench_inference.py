@@ -32,8 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    import onnxruntime
     import torch
+
+    from convnext_dense.optional import require
+    onnxruntime = require('onnxruntime', 'The inference benchmark')
 
     from convnext_dense.deploy.bench import format_table, run
     start = time.time()

@@ -2,7 +2,8 @@
 (the default install) against mmcv's compiled ops, alternating worker
 processes; writes docs/benchmarks_ops.md.
 
-    python tools/analysis/bench_ops.py --compiled-python /path/to/venv/bin/python
+    python tools/analysis/bench_ops.py \
+        --compiled-python /path/to/venv/bin/python
 
 The compiled environment comes from ``CONVNEXT_DENSE_VENV=/path/to/venv bash
 tools/install.sh --mmcv-ops``. The logic is :mod:`convnext_dense.ops.bench`.
