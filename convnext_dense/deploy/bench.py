@@ -125,7 +125,7 @@ def build_case(name: str, quick: bool):
     weights."""
     from mmengine.config import Config
 
-    from convnext_dense.apis.task import build_model
+    from convnext_dense.tasks import build_model
     from .graphs import FeatureGraph, SegmentorGraph
 
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def run_cascade_case(quick: bool, threads: int, rounds: int,
     from mmdet.structures import DetDataSample
     from mmengine.config import Config
 
-    from convnext_dense.apis.task import build_model
+    from convnext_dense.tasks import build_model
     from .onnx_export import export_model
     from .runtime import make_session
 

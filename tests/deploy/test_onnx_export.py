@@ -27,13 +27,14 @@ pytest.importorskip('mmseg')
 
 from apis.test_inference import (DET_CONFIG, read_rgb,  # noqa: E402
                                  write_images, write_model)
-from convnext_dense.apis.task import build_model  # noqa: E402
+from convnext_dense.apis.export import export_onnx  # noqa: E402
 from convnext_dense.apis.inference import Inferencer  # noqa: E402
 from convnext_dense.deploy.graphs import UnsupportedModelError  # noqa: E402
 from convnext_dense.deploy.onnx_export import (  # noqa: E402
-    export_model, export_onnx, read_metadata)
+    export_model, read_metadata)
 from convnext_dense.deploy.runtime import make_session  # noqa: E402
 from convnext_dense.models.convnext import ConvNeXt  # noqa: E402
+from convnext_dense.tasks import build_model  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
