@@ -33,8 +33,7 @@ from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
                                                     state_dict_of)
 from convnext_dense.tasks import detect_task, inference_pipeline
 
-from .images import (IMAGE_EXTENSIONS, OutputOverwritesInputError,  # noqa: F401
-                     UnreadableImageError, check_outputs, list_images,
+from .images import (UnreadableImageError, check_outputs, list_images,
                      output_file, read_image)
 
 BACKENDS = ('pytorch', 'onnxruntime')

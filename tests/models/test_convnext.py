@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import timm
@@ -520,3 +521,22 @@ def test_v2_layer_ids_are_exact(arch: str) -> None:
             if decay_type == 'layer_wise':
                 seen.add(layer_id)
     assert seen == set(range(n + 2))  # every id from 0 to N + 1 is used
+
+
+# -- init_cfg: what init_weights would ignore is refused ----------------------
+@pytest.mark.parametrize('init_cfg, message', [
+    (dict(type='Kaiming', layer='Conv2d'), "{'type': 'Kaiming'"),
+    ([dict(type='Pretrained', checkpoint='a.pth')], 'must be None'),
+    (dict(type='Pretrained', checkpoint='a.pth', map_location='cpu'),
+     "['map_location'] would be ignored"),
+    (dict(type='Pretrained'), 'needs checkpoint'),
+])
+def test_ignored_init_cfg_is_refused(init_cfg, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ConvNeXt('test', init_cfg=init_cfg)
+
+
+def test_pretrained_init_cfg_keys_are_accepted() -> None:
+    ConvNeXt('test', init_cfg=None)
+    ConvNeXt('test', init_cfg=dict(type='Pretrained', checkpoint='a.pth',
+                                   prefix='backbone.', allow_partial=True))
