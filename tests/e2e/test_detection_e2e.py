@@ -21,7 +21,7 @@ pytest.importorskip('mmdet')
 
 from convnext_dense.toy_data.toy_coco import (CLASSES,  # noqa: E402
                                               generate_toy_coco)
-from tool_runs import REPO, metric, run_tool  # noqa: E402
+from helpers.tool_runs import REPO, metric, run_tool  # noqa: E402
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow

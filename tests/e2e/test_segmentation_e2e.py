@@ -22,7 +22,7 @@ import torch
 pytest.importorskip('mmseg')
 
 from convnext_dense.toy_data.toy_ade import CLASSES, generate_toy_ade  # noqa
-from tool_runs import REPO, metric, run_tool  # noqa: E402
+from helpers.tool_runs import REPO, metric, run_tool  # noqa: E402
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow

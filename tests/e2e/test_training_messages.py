@@ -20,7 +20,7 @@ import logging
 import pytest
 from mmengine.logging import MMLogger
 
-from test_bad_input import toy_coco, train  # noqa: F401  (a fixture)
+from e2e.test_bad_input import toy_coco, train  # noqa: F401  (a fixture)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from convnext_dense.models.checkpoint import to_official
 from convnext_dense.models.convnext import ARCH_SETTINGS, GRN, Block, ConvNeXt
-from random_weights import randomize_
+from helpers.random_weights import randomize_
 
 # timm's name for each of our published archs
 TIMM_NAMES = {
