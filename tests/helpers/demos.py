@@ -10,8 +10,10 @@ collection ends, and the tests that check a demo wait for its result.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,7 +54,9 @@ class DemoRun:
         self._proc = subprocess.Popen(
             [sys.executable, os.path.join(REPO, 'tools', 'demo.py'),
              *DEMOS[self.name]], cwd=self.cwd, env=env,
-            stdout=self._log_file, stderr=subprocess.STDOUT, text=True)
+            stdout=self._log_file, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=_die_with_the_parent if sys.platform == 'linux'
+            else None)
         self._started = time.monotonic()
 
     def wait(self) -> 'DemoRun':
@@ -77,6 +81,13 @@ class DemoRun:
             self._proc.wait()
         if self.cwd:
             shutil.rmtree(self.cwd, ignore_errors=True)
+
+
+def _die_with_the_parent() -> None:
+    """In the child: SIGKILL when pytest ends, however it ends (a timeout's
+    SIGTERM skips pytest_sessionfinish)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 RUNS = {name: DemoRun(name) for name in DEMOS}
