@@ -2,9 +2,11 @@
 
 Install with ``bash tools/install.sh``: it pins torch and picks the mmcv
 build (mmcv-lite by default; mmcv compiled with its ops with --mmcv-ops),
-which pip's dependency resolution cannot choose by itself. So the package
-itself only asks for a torch that loads checkpoints weights-only by default
-and leaves mmcv to the installer.
+which pip's dependency resolution cannot choose by itself, and installs the
+exact versions of requirements/constraints.txt. The package itself asks for
+version ranges only (requirements/runtime.txt), so ``pip install -e .`` into
+an existing OpenMMLab environment keeps that environment's versions, and
+leaves mmcv to the installer.
 """
 from pathlib import Path
 
@@ -25,6 +27,9 @@ setup(
     python_requires='>=3.10',
     install_requires=(['torch>=2.6', 'torchvision>=0.21']
                       + read_requirements('runtime.txt')),
-    extras_require={'tests': read_requirements('tests.txt'),
-                    'benchmark': read_requirements('benchmark.txt')},
+    extras_require={
+        'deploy': read_requirements('deploy.txt'),
+        'tests': read_requirements('tests.txt')
+        + read_requirements('deploy.txt'),
+        'benchmark': read_requirements('benchmark.txt')},
 )

@@ -1,8 +1,8 @@
 """convnext_dense: ConvNeXt backbones for mmdet 3.x and mmsegmentation 1.x.
 
 Importing the package registers everything under the ``convnext_dense``
-registry scope; configs load it with
-``custom_imports=dict(imports=['convnext_dense'], allow_failed_imports=False)``.
+registry scope; configs load it with ``custom_imports=dict(imports=
+['convnext_dense'], allow_failed_imports=False)``.
 """
 # first: mmcv's missing compiled ops, before anything imports mmcv.ops
 from . import ops  # noqa: F401,I001

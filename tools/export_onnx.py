@@ -16,7 +16,8 @@ Run the file with ``tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR
 computes in float16 between float32 inputs and outputs, keeping GRN and
 LayerNorm statistics in float32.
 
-The logic lives in :mod:`convnext_dense.deploy.onnx_export`.
+The logic lives in :mod:`convnext_dense.apis.export` (building and loading)
+and :mod:`convnext_dense.deploy.onnx_export` (the graphs).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     from convnext_dense.apis.inference import CheckpointMismatchError
-    from convnext_dense.deploy.onnx_export import export_onnx
+    from convnext_dense.apis.export import export_onnx
     from convnext_dense.deploy.graphs import UnsupportedModelError
     from convnext_dense.fileio import OutputOverwritesInputError
     try:

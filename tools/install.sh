@@ -99,8 +99,10 @@ fi
 # mmdet.models imports mmpretrain whenever it is installed, and mmpretrain
 # 1.2.0 fails to import next to transformers >= 4.57 (a test dependency), which
 # would break every detector. Install it into an environment of its own.
-log "mmengine, mmdet, mmsegmentation, timm, pycocotools, test tools (requirements/)"
-pip_install -r requirements/runtime.txt -r requirements/tests.txt
+# the package's ranges at the exact versions of requirements/constraints.txt
+log "mmengine, mmdet, mmsegmentation, onnx, timm, test tools (requirements/)"
+pip_install -c requirements/constraints.txt -r requirements/runtime.txt \
+  -r requirements/deploy.txt -r requirements/tests.txt
 pip_install --no-deps --no-build-isolation -e .
 # any import order: a start-up finder serves mmcv._ext from convnext_dense.ops
 # where mmcv has no compiled ops (convnext_dense/ops/startup/)

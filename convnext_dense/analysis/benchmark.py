@@ -12,7 +12,8 @@ In one run, on the CPU and on the GPU when one is present, it measures:
 3. One training iteration of Cascade Mask R-CNN T: our config
    (configs/cascade_convnext_t.py) against mmdet's own ConvNeXt config
    (mmpretrain's backbone), both with the same random weights and batch, and
-   ours again under :class:`convnext_dense.engine.channels_last.ChannelsLastHook`.
+   ours again under
+   :class:`convnext_dense.engine.channels_last.ChannelsLastHook`.
 4. Only with ``--parts ... compiled``: forward throughput of ours and timm
    under ``torch.compile`` (channels-last; bf16 on the GPU), against ours
    eager.
@@ -30,87 +31,25 @@ import datetime
 import os
 import os.path as osp
 import platform
-import shlex
-import sys
 import time
 from typing import Callable
 
 import torch
 
-from convnext_dense.paths import REPO_ROOT
-
 from .memory import measure_memory
 from .report import machine_info, render, version_of
-from .speed import (ARCHS, BACKBONES, DTYPES, measure_compiled,
-                    measure_detector, measure_throughput)
-from .timing import ThroughputRow, clock, device_settings, parse_size
-
-# the command line the page shows, as the tool is run
-TOOL = 'tools/analysis/benchmark.py'
+from .speed import (BACKBONES, measure_compiled, measure_detector,
+                    measure_throughput)
+from .timing import ThroughputRow, clock, device_settings
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--quick', action='store_true',
-                        help='smaller inputs that finish in minutes on a '
-                        'CPU (see device_settings)')
-    parser.add_argument('--device', default='auto',
-                        choices=['auto', 'cpu', 'cuda'],
-                        help='auto: the CPU, and the GPU when present')
-    parser.add_argument('--arch', default='tiny', choices=sorted(ARCHS),
-                        help="'test' is the tiny unit-test arch, for smoke "
-                        'runs')
-    parser.add_argument('--parts', nargs='+',
-                        default=['throughput', 'memory', 'detector'],
-                        choices=['throughput', 'memory', 'detector',
-                                 'compiled'],
-                        help='compiled (not by default): forward throughput '
-                        'of ours and timm under torch.compile')
-    parser.add_argument('--compiled-sizes', nargs='+', type=parse_size,
-                        help="the 'compiled' part's inputs (default: the "
-                        '224x224 ones of --sizes)')
-    parser.add_argument('--compile-backend', default='inductor',
-                        help="torch.compile backend of the 'compiled' part "
-                        "('eager': dynamo's capture alone, for smoke runs)")
-    parser.add_argument('--sizes', nargs='+', type=parse_size,
-                        help='fp32 throughput inputs, BATCHxHxW')
-    parser.add_argument('--amp-sizes', nargs='+', type=parse_size,
-                        help='autocast throughput inputs (default: --sizes)')
-    parser.add_argument('--dtypes', nargs='+', choices=sorted(DTYPES),
-                        help='throughput dtypes, measured in this order '
-                        '(default: fp32 fp16 bf16 on a GPU, fp32 bf16 on a '
-                        'CPU; fp16 and bf16 under autocast)')
-    parser.add_argument('--mem-size', type=parse_size)
-    parser.add_argument('--det-size', type=parse_size)
-    parser.add_argument('--det-rois', type=int,
-                        help='RoIs sampled per image in each cascade stage '
-                        "(default: the configs' 512; 32 with --quick)")
-    parser.add_argument('--repeats', type=int, default=5,
-                        help='timed rounds per measurement (median)')
-    parser.add_argument('--warmup', type=int,
-                        help='untimed rounds first (default: 1 CPU, 3 GPU)')
-    parser.add_argument('--inner', type=int,
-                        help='calls per timing (default: 1 CPU, 10 GPU)')
-    parser.add_argument('--threads', type=int,
-                        help='torch CPU threads (default: torch\'s)')
-    parser.add_argument('--out', default=osp.join(REPO_ROOT, 'docs',
-                                                  'benchmarks.md'))
-    parser.add_argument('--strict', action='store_true',
-                        help='raise when a part fails instead of noting it '
-                        'in the page')
-    return parser.parse_args(argv)
+def run_benchmark(args: argparse.Namespace, command: str) -> dict:
+    """Measure what ``args`` (``tools/analysis/benchmark.py``'s options)
+    asks and write the page to ``args.out`` after every row.
 
-
-def _command(argv: list[str] | None) -> str:
-    args = sys.argv[1:] if argv is None else argv
-    return ' '.join(['python', TOOL]
-                    + [shlex.quote(a) for a in args])
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    Returns:
+        The report the page is rendered from.
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     notes = []
@@ -142,17 +81,17 @@ def main(argv: list[str] | None = None) -> dict:
     except ImportError:
         have_mmpretrain = False
     if not have_mmpretrain:
-        notes.append('mmpretrain is not installed (requirements/benchmark.txt, '
-                     'in an environment without transformers >= 4.57): its '
-                     'columns and mmdet\'s ConvNeXt config were not '
-                     'measured.')
+        notes.append('mmpretrain is not installed '
+                     '(requirements/benchmark.txt, in an environment '
+                     'without transformers >= 4.57): its columns and '
+                     'mmdet\'s ConvNeXt config were not measured.')
     contenders = [n for n in BACKBONES
                   if n != 'mmpretrain' or have_mmpretrain]
 
     report = dict(
         date=datetime.datetime.now(datetime.timezone.utc).strftime(
             '%Y-%m-%d %H:%M UTC'),
-        machine=machine_info(), command=_command(argv),
+        machine=machine_info(), command=command,
         load=[os.getloadavg()[0], 0.0], repeats=args.repeats,
         versions={m: version_of(m) for m in (
             'torch', 'timm', 'mmpretrain', 'mmdet', 'mmcv', 'mmengine',

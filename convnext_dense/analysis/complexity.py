@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from convnext_dense.apis.task import build_model, detect_task
+from convnext_dense.tasks import build_model, detect_task
 from convnext_dense.models import ConvNeXt
 
 # The paper's input size for detection FLOPs (width, height):

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from convnext_dense.models.convnext import ARCH_SETTINGS
+from convnext_dense.optional import require
 from convnext_dense.paths import CONFIG_DIR
 
 from .timing import (DeviceSettings, ThroughputRow, interleaved_times,
@@ -41,7 +42,7 @@ def build_backbone(name: str, arch: str, with_cp: bool = False) -> nn.Module:
         from convnext_dense.models.convnext import ConvNeXt
         return ConvNeXt(arch, with_cp=with_cp)
     if name == 'timm':
-        import timm
+        timm = require('timm', 'The timm column of the benchmark')
         kwargs = {} if arch == 'tiny' else dict(depths=depths, dims=dims)
         return timm.create_model(
             'convnext_tiny', pretrained=False, features_only=True, **kwargs)

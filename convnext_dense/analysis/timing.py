@@ -1,5 +1,6 @@
-"""Timing for the benchmark: settings per device, the clock, contenders
-timed in alternation, and one table row of throughput.
+"""Timing for the benchmarks: settings per device, the clock, the one loop
+that times contenders in alternation (:func:`interleaved_rounds`, used by
+every benchmark of this package), and one table row of throughput.
 
 Contenders are timed in alternation (the order rotates every round), after
 warm-up rounds, and the median of the timed rounds is reported, so a load
@@ -111,27 +112,70 @@ def clock(device: torch.device) -> tuple[Callable[[], float], str]:
     return time.perf_counter, 'wall clock'
 
 
-def interleaved_times(steps: dict[str, Callable[[], None]],
-                      settings: DeviceSettings) -> dict[str, list[float]]:
-    """Seconds per call of each step: warm-up rounds, then timed rounds.
+def wall_clock_per_call(inner: int = 1,
+                        timer: Callable[[], float] = time.perf_counter,
+                        device: torch.device | None = None
+                        ) -> Callable[[Callable[[], object]], float]:
+    """A ``measure`` for :func:`interleaved_rounds`: seconds per call of a
+    step called ``inner`` times on ``timer`` (synchronising a GPU)."""
+    def measure(step: Callable[[], object]) -> float:
+        if device is not None:
+            synchronize(device)
+        start = timer()
+        for _ in range(inner):
+            step()
+        if device is not None:
+            synchronize(device)
+        return (timer() - start) / inner
+    return measure
 
-    Every round runs each contender once, in an order that rotates from
-    round to round, so no contender always follows the same other one.
+
+def interleaved_rounds(
+        steps: dict[str, Callable[[], object]], rounds: int,
+        warmup: int = 1,
+        measure: Callable[[Callable[[], object]], float] | None = None,
+        log: Callable[[int, str, float], None] | None = None
+) -> dict[str, list[float]]:
+    """The timing loop of every benchmark: warm-up rounds, then timed rounds.
+
+    Every round measures each contender once, in an order that rotates
+    from round to round, so no contender always follows the same other one
+    and a load change on a shared machine hits every contender alike.
+
+    Args:
+        steps: Contender name -> the step to time.
+        rounds: Timed rounds.
+        warmup: Untimed rounds first. Defaults to 1.
+        measure: Seconds of one step for one round; defaults to the wall
+            clock of one call (:func:`wall_clock_per_call`). A step timed
+            elsewhere (a worker process) is measured by what it returns.
+        log: Called with (timed round, name, seconds) after each timing.
+
+    Returns:
+        Contender name -> its seconds in each timed round.
     """
-    timer, _ = clock(settings.device)
+    measure = measure or wall_clock_per_call()
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(settings.warmup + settings.repeats):
+    for round_ in range(warmup + rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            synchronize(settings.device)
-            start = timer()
-            for _ in range(settings.inner):
-                steps[name]()
-            synchronize(settings.device)
-            if round_ >= settings.warmup:
-                times[name].append((timer() - start) / settings.inner)
+            seconds = measure(steps[name])
+            if round_ >= warmup:
+                times[name].append(seconds)
+                if log is not None:
+                    log(round_ - warmup, name, seconds)
     return times
+
+
+def interleaved_times(steps: dict[str, Callable[[], None]],
+                      settings: DeviceSettings) -> dict[str, list[float]]:
+    """Seconds per call of each step, in the rounds of ``settings`` on its
+    device's :func:`clock`."""
+    timer, _ = clock(settings.device)
+    return interleaved_rounds(
+        steps, settings.repeats, settings.warmup,
+        wall_clock_per_call(settings.inner, timer, settings.device))
 
 
 def spread(values: list[float]) -> float:

@@ -1,8 +1,9 @@
-"""Inference on images: build a model from a config and a checkpoint, run
-it, paint the predictions (:mod:`convnext_dense.apis.inference`)."""
+"""What the tools share: training and testing runs (:mod:`.cli`), inference
+on images and painting (:mod:`.inference`), the demos (:mod:`.demo`), and
+exporting a trained config to ONNX (:mod:`.export`)."""
+from ..tasks import detect_task
+from .images import OutputOverwritesInputError, UnreadableImageError
 from .inference import (CheckpointMismatchError, Inferencer,
-                        OutputOverwritesInputError, UnreadableImageError,
-                        detect_task,
                         load_checkpoint_strict, run_inference)
 
 __all__ = [

@@ -4,7 +4,7 @@ They work for detection and segmentation configs alike: the config's
 ``default_scope`` (set by its ``mmdet::`` or ``mmseg::`` bases) tells the
 Runner which registries to use, and the few places where mmdet and mmseg
 differ (where painted test images go, how predictions are dumped) branch on
-:func:`~convnext_dense.apis.task.detect_task`, here, once.
+:func:`~convnext_dense.tasks.detect_task`, here, once.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import os.path as osp
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
-from .task import detect_task
+from ..tasks import detect_task
 
 
 def load_config(path: str,

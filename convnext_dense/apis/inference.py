@@ -22,6 +22,7 @@ import glob
 import logging
 import os.path as osp
 import warnings
+
 import numpy as np
 import torch.nn as nn
 from mmengine.config import Config
@@ -30,11 +31,10 @@ from mmengine.logging import print_log
 from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
                                                     check_checkpoint_fits,
                                                     state_dict_of)
+from convnext_dense.tasks import detect_task, inference_pipeline
 
-from .images import (IMAGE_EXTENSIONS, OutputOverwritesInputError,  # noqa: F401
-                     UnreadableImageError, check_outputs, list_images,
+from .images import (UnreadableImageError, check_outputs, list_images,
                      output_files, read_image)
-from .task import detect_task
 
 BACKENDS = ('pytorch', 'onnxruntime')
 
@@ -256,24 +256,9 @@ class Inferencer:
         self.model.dataset_meta = dataset_meta_for(self.model, self.task,
                                                    checkpoint_meta, cfg)
         self.model.eval()
-        self._pipeline = self._build_pipeline() if self.task == 'det' \
-            else None
+        self._pipeline = inference_pipeline(cfg, 'det') \
+            if self.task == 'det' else None
         self.visualizer = self._build_visualizer(opacity)
-
-    def _build_pipeline(self):
-        """The config's test pipeline for an in-memory image, without the
-        annotation loading that needs a data set."""
-        from mmcv.transforms import Compose
-        from mmdet.utils import get_test_pipeline_cfg
-
-        pipeline = [
-            transform for transform in get_test_pipeline_cfg(
-                self.model.cfg.copy())
-            if transform['type'] not in ('LoadAnnotations',
-                                         'mmdet.LoadAnnotations')
-        ]
-        pipeline[0] = dict(pipeline[0], type='mmdet.LoadImageFromNDArray')
-        return Compose(pipeline)
 
     def _build_visualizer(self, opacity: float):
         # a visualizer of our own, not the global instance a Runner may hold

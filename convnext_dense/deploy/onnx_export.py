@@ -34,8 +34,9 @@ import warnings
 import torch
 import torch.nn as nn
 
-from convnext_dense.fileio import atomic_path, check_outputs
+from convnext_dense.fileio import atomic_path
 
+from ..optional import require
 from .graphs import (DetectorGraph, FeatureGraph, HalfGraph, SegmentorGraph,
                      UnsupportedModelError)
 
@@ -169,6 +170,7 @@ def export_model(model: nn.Module,
         raise UnsupportedModelError(
             f'fp16 export needs opset >= {MIN_OPSET_FP16} '
             f'(LayerNormalization, statistics in float32); got {opset}')
+    require('onnx', 'ONNX export')  # before the minutes of tracing
     graph = build_graph(model, task, part)
     if fp16:
         graph = HalfGraph(graph)
@@ -199,7 +201,7 @@ def export_model(model: nn.Module,
 
 
 def _write_metadata(path: str, meta: dict) -> None:
-    import onnx
+    onnx = require('onnx', 'ONNX export')
 
     proto = onnx.load(path)
     entry = proto.metadata_props.add()
@@ -210,75 +212,10 @@ def _write_metadata(path: str, meta: dict) -> None:
 def read_metadata(path: str) -> dict:
     """The metadata :func:`export_model` stored in an .onnx file; empty if
     it has none (a file exported elsewhere)."""
-    import onnx
+    onnx = require('onnx', 'Reading an ONNX file')
 
     proto = onnx.load(path, load_external_data=False)
     for entry in proto.metadata_props:
         if entry.key == META_KEY:
             return json.loads(entry.value)
     return {}
-
-
-def export_onnx(config: str,
-                checkpoint: str,
-                out: str,
-                part: str = 'model',
-                shape: tuple[int, int] | None = None,
-                opset: int = DEFAULT_OPSET,
-                dynamic: bool = True,
-                fp16: bool = False) -> str:
-    """Build the config's model, load its checkpoint strictly, export.
-
-    Args:
-        config: Config file or training work dir.
-        checkpoint: Checkpoint file or training work dir.
-        out: The .onnx file to write.
-        part: 'model', 'backbone' or 'neck'. Defaults to 'model'.
-        shape: (H, W) to trace at. Defaults to the test pipeline's resize
-            scale for the model (its (H, W)), 224x224 for the feature parts.
-        opset: ONNX opset. Defaults to 17.
-        dynamic: Dynamic height and width (and batch where possible).
-        fp16: Compute the backbone (and neck) in float16; see
-            :func:`export_model`. Defaults to False.
-
-    Returns:
-        ``out``.
-
-    Raises:
-        OutputOverwritesInputError: If ``out`` is the config or the
-            checkpoint (links resolved), before anything is built.
-    """
-    from mmengine.config import Config
-
-    from convnext_dense.apis.task import build_model
-    from convnext_dense.apis.inference import (dataset_meta_for, detect_task,
-                                               load_checkpoint_strict,
-                                               resolve_checkpoint,
-                                               resolve_config)
-
-    config, checkpoint = resolve_config(config), resolve_checkpoint(checkpoint)
-    check_outputs([('--out', out)], [('the config', config),
-                                     ('the checkpoint', checkpoint)],
-                  why='choose another file')
-    cfg = Config.fromfile(config)
-    task = detect_task(cfg)
-    model = build_model(cfg)
-    meta = load_checkpoint_strict(model, checkpoint)
-    dataset_meta = dataset_meta_for(model, task, meta, cfg)
-    if shape is None:
-        shape = (224, 224) if part != 'model' else _pipeline_hw(cfg)
-    return export_model(
-        model.eval(), task, out, part=part, shape=shape, opset=opset,
-        dynamic=dynamic, fp16=fp16,
-        metadata=dict(classes=list(dataset_meta['classes']),
-                      palette=[list(c) for c in dataset_meta['palette']]))
-
-
-def _pipeline_hw(cfg) -> tuple[int, int]:
-    """(H, W) of the test pipeline's Resize scale, capped at 512 (the
-    graph is dynamic; this only sets the size traced with)."""
-    for transform in cfg.get('test_pipeline', []):
-        if 'Resize' in transform.get('type', '') and 'scale' in transform:
-            width, height = transform['scale']
-            return min(height, 512), min(width, 512)
-    return 512, 512

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..optional import require
+from ..tasks import inference_pipeline
 from .onnx_export import read_metadata
 
 
@@ -37,7 +39,7 @@ def make_session(path: str, threads: int | None = None,
         optimization: Graph optimisation level: 'disable', 'basic',
             'extended' or 'all'. Defaults to 'all'.
     """
-    import onnxruntime as ort
+    ort = require('onnxruntime', 'ONNX inference')
 
     options = ort.SessionOptions()
     levels = {
@@ -57,28 +59,6 @@ def make_session(path: str, threads: int | None = None,
                                 providers=['CPUExecutionProvider'])
 
 
-def _test_pipeline(cfg, task: str):
-    """The config's test pipeline for an in-memory image, without
-    annotation loading (as mmdet's and mmseg's inference APIs build it)."""
-    from mmcv.transforms import Compose
-
-    if task == 'det':
-        from mmdet.utils import register_all_modules
-    else:
-        from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    scope = 'mmdet' if task == 'det' else 'mmseg'
-    steps = [
-        dict(t) for t in cfg.test_pipeline
-        if 'LoadAnnotations' not in t['type']
-    ]
-    steps[0] = dict(steps[0], type=f'{scope}.LoadImageFromNDArray')
-    return Compose([
-        dict(t, type=t['type'] if '.' in t['type'] else
-             f'{scope}.{t["type"]}') for t in steps
-    ])
-
-
 class _OnnxModel:
     task = ''
 
@@ -93,7 +73,7 @@ class _OnnxModel:
                 f'{self.task} model (export_onnx.py without --part)')
         self.session = make_session(onnx_file, threads)
         self.cfg = cfg
-        self.pipeline = _test_pipeline(cfg, self.task)
+        self.pipeline = inference_pipeline(cfg, self.task)
         self.dataset_meta = dict(
             classes=tuple(self.meta.get('classes', ())),
             palette=[tuple(c) for c in self.meta.get('palette', ())])

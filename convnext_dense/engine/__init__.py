@@ -20,7 +20,6 @@ from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
 from .work_dir_lock import WorkDirLockedError, work_dir_lock
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config, layer_decay_param_groups)
-from ..models.checkpoint_io import allow_mmengine_checkpoint_types
 
 __all__ = [
     'CheckSegLabels', 'add_label_checks', 'check_annotations',
@@ -30,7 +29,7 @@ __all__ = [
     'LayerDecayOptimizerConstructor',
     'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableRandomnessHook',
     'StrictLoadHook',
-    'allow_mmengine_checkpoint_types', 'atomic_write', 'check_dataset_paths',
+    'atomic_write', 'check_dataset_paths',
     'check_layer_decay_config', 'compile_backbone', 'explain_dataset_errors',
     'guard_mmcv_ops', 'layer_decay_param_groups',
     'setup_cpu_distributed', 'WorkDirLockedError', 'work_dir_lock'

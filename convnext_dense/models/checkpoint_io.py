@@ -24,10 +24,10 @@ Why ``weights_only=True`` still loads mmengine's resume checkpoints: since
 torch 2.6 it is torch's default, and mmengine 0.10.7 resume checkpoints hold
 more than tensors (the message hub's ``HistoryBuffer`` objects and the numpy
 arrays and scalars in them), so stock resume fails with "Weights only load
-failed". The allow-list admits exactly the globals those checkpoints were measured to
-contain (listed by ``torch.serialization.get_unsafe_globals_in_checkpoint``
-on checkpoints of an mmengine toy run and of the detection and segmentation
-configs):
+failed". The allow-list admits exactly the globals those checkpoints were
+measured to contain (listed by
+``torch.serialization.get_unsafe_globals_in_checkpoint`` on checkpoints of
+an mmengine toy run and of the detection and segmentation configs):
 
 - ``numpy.ndarray``, ``numpy.dtype``, numpy's ``_reconstruct`` and
   ``scalar``, and the dtype classes of the boolean, integer and floating

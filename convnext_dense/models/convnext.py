@@ -203,12 +203,37 @@ class Block(nn.Module):
         return f'drop_prob={self.drop_prob:g}'
 
 
+# the keys init_weights reads from dict(type='Pretrained', ...)
+PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'allow_partial')
+
+
+def _check_init_cfg(init_cfg) -> None:
+    """Refuse an ``init_cfg`` that :meth:`ConvNeXt.init_weights` would
+    ignore: it reads ``None`` or one ``dict(type='Pretrained', ...)``."""
+    if init_cfg is None:
+        return
+    if not isinstance(init_cfg, dict) or init_cfg.get('type') != \
+            'Pretrained':
+        raise ValueError(
+            "ConvNeXt init_cfg must be None (truncated-normal init) or "
+            "dict(type='Pretrained', checkpoint=...); got "
+            f'{init_cfg!r}, which would be ignored')
+    unknown = sorted(set(init_cfg) - set(PRETRAINED_KEYS))
+    if unknown or 'checkpoint' not in init_cfg:
+        raise ValueError(
+            f"ConvNeXt init_cfg dict(type='Pretrained'): needs checkpoint "
+            f'and takes only {list(PRETRAINED_KEYS[1:])}; got '
+            f'{sorted(init_cfg)}' + (f' ({unknown} would be ignored)'
+                                     if unknown else ''))
+
+
 def _resolve_arch(arch: str | dict) -> dict:
     if isinstance(arch, dict):
         missing = {'depths', 'dims'} - set(arch)
         if missing:
             raise ValueError(
-                f'a custom arch needs depths and dims; missing {sorted(missing)}')
+                'a custom arch needs depths and dims; missing '
+                f'{sorted(missing)}')
         settings = dict(arch)
     else:
         name = ARCH_ALIASES.get(str(arch).lower(), str(arch).lower())
@@ -255,6 +280,8 @@ class ConvNeXt(BaseModule):
             :func:`convnext_dense.models.checkpoint.load_backbone_checkpoint`;
             add ``allow_partial=True`` to accept a file that leaves backbone
             weights missing. Defaults to None (truncated-normal init).
+            Anything else (another init type, a list, an unknown key)
+            raises ValueError: it would be ignored.
     """
 
     def __init__(self,
@@ -266,7 +293,8 @@ class ConvNeXt(BaseModule):
                  frozen_stages: int = 0,
                  with_cp: bool = False,
                  use_grn: bool | None = None,
-                 init_cfg: dict | list | None = None) -> None:
+                 init_cfg: dict | None = None) -> None:
+        _check_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
         settings = _resolve_arch(arch)
         self.depths, self.dims = settings['depths'], settings['dims']

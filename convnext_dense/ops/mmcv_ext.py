@@ -11,7 +11,7 @@ imports ``mmcv._ext`` and checks that each named function exists.
 every kernel the shipped detection and segmentation configs reach, with the
 same signature and the same arithmetic as mmcv's CPU kernels
 (``tests/ops/test_mmcv_ext.py`` compares them with golden tensors recorded
-from compiled mmcv by ``tools/analysis/record_mmcv_goldens.py``):
+from compiled mmcv by ``dev/record_mmcv_goldens.py``):
 
 - ``roi_align_forward`` / ``roi_align_backward`` (average pooling): the RoI
   feature extractors of Mask R-CNN and Cascade Mask R-CNN, and mmdet's mask

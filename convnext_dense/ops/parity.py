@@ -1,6 +1,6 @@
 """The cases on which convnext_dense.ops is compared with compiled mmcv.
 
-``tools/analysis/record_mmcv_goldens.py`` runs these cases in an environment
+``dev/record_mmcv_goldens.py`` runs these cases in an environment
 with mmcv's compiled ops (``bash tools/install.sh --mmcv-ops``) and saves
 inputs and outputs as golden tensors; ``tests/ops/test_mmcv_ext.py`` runs the
 same cases on the default install and compares. Every input is made here from
@@ -186,5 +186,5 @@ def detector_step(name: str) -> dict[str, Any]:
     grads = {key: float(param.grad.double().norm())
              for key, param in model.named_parameters()
              if param.grad is not None}
-    return dict(init=init, losses={k: float(v.detach()) for k, v in log.items()},
-                grads=grads)
+    losses = {k: float(v.detach()) for k, v in log.items()}
+    return dict(init=init, losses=losses, grads=grads)

@@ -3,7 +3,6 @@
 Plain generators (numpy, OpenCV, pycocotools); nothing here is registered or
 needs mmdet, so data can be written before any model code is imported.
 """
-from .toy_coco import CLASSES as TOY_COCO_CLASSES
 from .toy_coco import generate_toy_coco
 
-__all__ = ['TOY_COCO_CLASSES', 'generate_toy_coco']
+__all__ = ['generate_toy_coco']

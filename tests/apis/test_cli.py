@@ -7,7 +7,8 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from convnext_dense.apis.cli import enable_tta, enable_visualization, load_config
+from convnext_dense.apis.cli import (enable_tta, enable_visualization,
+                                     load_config)
 
 
 def config(scope: str, **extra) -> Config:

@@ -21,7 +21,7 @@ import torch
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
-from convnext_dense.apis.task import build_model  # noqa: E402
+from convnext_dense.tasks import build_model  # noqa: E402
 from convnext_dense.apis.inference import (  # noqa: E402
     CheckpointMismatchError, Inferencer, UnreadableImageError, detect_task,
     list_images, resolve_checkpoint, resolve_config, run_inference)

@@ -25,15 +25,16 @@ pytest.importorskip('onnxruntime')
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
-from apis.test_inference import (DET_CONFIG, SEG_CONFIG,  # noqa: E402
-                                 read_rgb, write_images, write_model)
-from convnext_dense.apis.task import build_model  # noqa: E402
+from apis.test_inference import (DET_CONFIG, read_rgb,  # noqa: E402
+                                 write_images, write_model)
+from convnext_dense.apis.export import export_onnx  # noqa: E402
 from convnext_dense.apis.inference import Inferencer  # noqa: E402
 from convnext_dense.deploy.graphs import UnsupportedModelError  # noqa: E402
 from convnext_dense.deploy.onnx_export import (  # noqa: E402
-    export_model, export_onnx, read_metadata)
+    export_model, read_metadata)
 from convnext_dense.deploy.runtime import make_session  # noqa: E402
 from convnext_dense.models.convnext import ConvNeXt  # noqa: E402
+from convnext_dense.tasks import build_model  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -281,7 +282,7 @@ def test_unsupported_detector_is_named(det_models, tmp_path):
                      str(tmp_path / 'x.onnx'), opset=11)
 
 
-# -- segmentation --------------------------------------------------------------
+# -- segmentation -------------------------------------------------------------
 
 @pytest.fixture(scope='module')
 def seg_model(tmp_path_factory):
@@ -334,7 +335,7 @@ def test_upernet_runtime(mode, seg_model, tmp_path):
         assert same.float().mean() >= 0.999
 
 
-# -- the tools -------------------------------------------------------------------
+# -- the tools ----------------------------------------------------------------
 
 def tool(name: str):
     return runpy.run_path(str(REPO / 'tools' / name), run_name=name)['main']

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from mmengine.fileio import get_file_backend
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint

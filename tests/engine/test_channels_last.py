@@ -23,7 +23,7 @@ from convnext_dense.engine.channels_last import (ChannelsLastHook,
                                                  guard_mmcv_ops,
                                                  to_channels_last)
 from convnext_dense.models.convnext import Block, ConvNeXt
-from random_weights import randomize_
+from helpers.random_weights import randomize_
 
 CL = torch.channels_last
 
@@ -264,7 +264,7 @@ def test_hook_is_registered_in_the_scope() -> None:
 def test_distributed_config_with_the_hook_wraps_channels_last() -> None:
     """DDP lays out its gradient buckets at wrap time, before hooks run:
     with the hook, a distributed config gets the wrapper that converts
-    first (tests/test_distributed.py runs it under torchrun)."""
+    first (tests/e2e/test_distributed.py runs it under torchrun)."""
     from mmengine.config import Config
     from mmengine.registry import MODEL_WRAPPERS
     hook = dict(type='convnext_dense.ChannelsLastHook',

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from convnext_dense.models.convnext import ConvNeXt
-from random_weights import randomize_
+from helpers.random_weights import randomize_
 
 from .test_channels_last import images, is_channels_last
 

@@ -30,7 +30,7 @@ from convnext_dense.models.checkpoint import (FORMATS, convert_checkpoint,
                                               load_backbone_checkpoint,
                                               read_checkpoint, to_official)
 from convnext_dense.models.convnext import ConvNeXt
-from random_weights import randomize_
+from helpers.random_weights import randomize_
 
 from .test_convnext import layer_norm_nchw
 

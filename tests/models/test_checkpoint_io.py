@@ -231,8 +231,10 @@ class _HistoryBufferState:
 @pytest.mark.parametrize('case, refusal', [
     # HistoryBuffer.__setstate__ puts these into the table every buffer of
     # the process calls: later logging would call np.ndarray(buffer) ...
-    ('plant_ndarray', 'it replaces the statistics methods of every HistoryBuffer'),
-    ('plant_getattr', 'it replaces the statistics methods of every HistoryBuffer'),
+    ('plant_ndarray', 'it replaces the statistics methods of every '
+     'HistoryBuffer'),
+    ('plant_getattr', 'it replaces the statistics methods of every '
+     'HistoryBuffer'),
     # an instance-level table that shadows the class's
     ('shadow_table', "a HistoryBuffer with the fields ['_count_history', "
      "'_log_history', '_statistics_methods', 'max_length']"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import timm
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from convnext_dense.models.checkpoint import to_official
 from convnext_dense.models.convnext import ARCH_SETTINGS, GRN, Block, ConvNeXt
-from random_weights import randomize_
+from helpers.random_weights import randomize_
 
 # timm's name for each of our published archs
 TIMM_NAMES = {
@@ -406,7 +407,7 @@ def test_deepcopy_and_registry_build() -> None:
     assert copy.deepcopy(model).out_strides == (8, 16)
 
 
-# -- GRN in half precision (docs/reference.md §7) ------------------------------
+# -- GRN in half precision (docs/reference.md §7) -----------------------------
 def _grn_with_fp16_sum_of_squares(x: torch.Tensor, grn: nn.Module
                                   ) -> torch.Tensor:
     """The formula of the old GRN with its sum of squares held in fp16, as a
@@ -479,7 +480,7 @@ def test_grn_statistics_are_float32_under_autocast() -> None:
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
 
 
-# -- layer ids of the V2 depths (docs/reference.md §1, §3) ----------------------
+# -- layer ids of the V2 depths (docs/reference.md §1, §3) --------------------
 # N = 3 + ceil(stage-2 depth / 3), written out per arch
 V2_NUM_LAYERS = {'v2-atto': 5, 'v2-femto': 5, 'v2-pico': 5, 'v2-nano': 6,
                  'v2-tiny': 6, 'v2-base': 12, 'v2-large': 12, 'v2-huge': 12}
@@ -520,3 +521,22 @@ def test_v2_layer_ids_are_exact(arch: str) -> None:
             if decay_type == 'layer_wise':
                 seen.add(layer_id)
     assert seen == set(range(n + 2))  # every id from 0 to N + 1 is used
+
+
+# -- init_cfg: what init_weights would ignore is refused ----------------------
+@pytest.mark.parametrize('init_cfg, message', [
+    (dict(type='Kaiming', layer='Conv2d'), "{'type': 'Kaiming'"),
+    ([dict(type='Pretrained', checkpoint='a.pth')], 'must be None'),
+    (dict(type='Pretrained', checkpoint='a.pth', map_location='cpu'),
+     "['map_location'] would be ignored"),
+    (dict(type='Pretrained'), 'needs checkpoint'),
+])
+def test_ignored_init_cfg_is_refused(init_cfg, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ConvNeXt('test', init_cfg=init_cfg)
+
+
+def test_pretrained_init_cfg_keys_are_accepted() -> None:
+    ConvNeXt('test', init_cfg=None)
+    ConvNeXt('test', init_cfg=dict(type='Pretrained', checkpoint='a.pth',
+                                   prefix='backbone.', allow_partial=True))

@@ -73,7 +73,8 @@ def assert_stages_match(model: ConvNeXt, x: torch.Tensor,
 def assert_same_file(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b)
     for key in a:
-        assert a[key].shape == b[key].shape and torch.equal(a[key], b[key]), key
+        assert a[key].shape == b[key].shape, key
+        assert torch.equal(a[key], b[key]), key
 
 
 def only_dense_norms_missing(report: dict) -> None:
@@ -154,7 +155,7 @@ def test_dinov3_hf_file_loads_with_identical_stages(tmp_path: Path,
             assert torch.equal(again.state_dict()[key], value), key
 
 
-# -- DINOv3, timm --------------------------------------------------------------
+# -- DINOv3, timm -------------------------------------------------------------
 def test_timm_dinov3_is_the_plain_timm_schema(tmp_path: Path) -> None:
     """convnext_*.dinov3_lvd1689m: timm's ConvNeXt with no classifier."""
     dino = timm.create_model('convnext_tiny.dinov3_lvd1689m',
@@ -236,7 +237,7 @@ def test_dinov3_authors_pth(tmp_path: Path) -> None:
         load_ours(TINY, path)
 
 
-# -- ConvNeXt-V2 in its four schemas ----------------------------------------------
+# -- ConvNeXt-V2 in its four schemas ------------------------------------------
 def v2_hf(seed: int) -> tuple[nn.Module, callable]:
     from transformers import ConvNextV2Config, ConvNextV2Model
     src = randomize_(ConvNextV2Model(ConvNextV2Config(

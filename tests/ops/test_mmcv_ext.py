@@ -2,7 +2,7 @@
 
 The default install has no compiled mmcv, so the references are golden
 tensors recorded from mmcv 2.1.0's compiled CPU kernels by
-``tools/analysis/record_mmcv_goldens.py`` on the cases of
+``dev/record_mmcv_goldens.py`` on the cases of
 :mod:`convnext_dense.ops.parity` (``tests/data/mmcv_goldens.pt``; its
 ``environment`` entry says where). Every test here calls ``mmcv.ops`` as mmdet
 does, so the stand-in ``mmcv._ext`` is what runs.

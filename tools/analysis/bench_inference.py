@@ -7,17 +7,16 @@ onnxruntime; writes a markdown table.
 
 ``--quick`` uses the tiny 'test' arch at small sizes (seconds; for
 development and tests). The logic lives in
-:mod:`convnext_dense.deploy.bench`.
+:mod:`convnext_dense.analysis.bench_inference`.
 """
 from __future__ import annotations
 
 import argparse
-import platform
-import time
+import sys
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    from convnext_dense.deploy.bench import CASES
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from convnext_dense.analysis.bench_inference import CASES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--threads', type=int, default=1)
@@ -30,34 +29,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> str:
+def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    import onnxruntime
-    import torch
+    from convnext_dense.analysis.bench_inference import benchmark_inference
 
-    from convnext_dense.deploy.bench import format_table, run
-    start = time.time()
-    rows, peak = run(args.cases, quick=args.quick, threads=args.threads,
-                     rounds=args.rounds, compile=args.compile)
-    command = ('python tools/analysis/bench_inference.py ' +
-               ' '.join(f'{a}' for a in (argv or [])))
-    page = '\n'.join([
-        '# CPU inference benchmark', '',
-        f'`{command.strip()}`: {time.time() - start:.0f} s; '
-        f'{"quick (tiny models)" if args.quick else "real sizes"}, '
-        f'{args.threads} thread(s), {args.rounds} alternating rounds; '
-        f'torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, '
-        f'{platform.processor() or platform.machine()}, '
-        f'{__import__("os").cpu_count()} cores (shared). Random weights: '
-        'the timing does not depend on them.', '',
-        format_table(rows, peak, args.threads), ''])
-    if args.out:
-        with open(args.out, 'w', encoding='utf-8') as f:
-            f.write(page)
+    command = 'python tools/analysis/bench_inference.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    page = benchmark_inference(args.cases, quick=args.quick,
+                               threads=args.threads, rounds=args.rounds,
+                               compile=args.compile, out=args.out,
+                               command=command)
     print(page)
     return page
 
 
 if __name__ == '__main__':
-    import sys
-    main(sys.argv[1:])
+    main()

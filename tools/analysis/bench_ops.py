@@ -2,18 +2,48 @@
 (the default install) against mmcv's compiled ops, alternating worker
 processes; writes docs/benchmarks_ops.md.
 
-    python tools/analysis/bench_ops.py --compiled-python /path/to/venv/bin/python
+    python tools/analysis/bench_ops.py \
+        --compiled-python /path/to/venv/bin/python
 
 The compiled environment comes from ``CONVNEXT_DENSE_VENV=/path/to/venv bash
-tools/install.sh --mmcv-ops``. The logic is :mod:`convnext_dense.ops.bench`.
+tools/install.sh --mmcv-ops``. The logic lives in
+:mod:`convnext_dense.analysis.bench_ops`.
 """
+from __future__ import annotations
+
+import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
-from convnext_dense.ops.bench import main  # noqa: E402
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--compiled-python', help='python of an environment '
+                        'made by tools/install.sh --mmcv-ops')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--iters', type=int, default=2)
+    parser.add_argument('--size', type=int, default=320)
+    parser.add_argument('--rois', type=int, default=64)
+    parser.add_argument('--out', help='the page to write (default: '
+                        'docs/benchmarks_ops.md)')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    from convnext_dense.analysis.bench_ops import benchmark_ops
+
+    command = 'python tools/analysis/bench_ops.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    kwargs = dict(out=args.out) if args.out else {}
+    out = benchmark_ops(args.compiled_python, args.rounds, args.iters,
+                        args.size, args.rois, command=command, **kwargs)
+    print(f'wrote {out}')
+    return out
+
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

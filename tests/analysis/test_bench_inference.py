@@ -1,10 +1,11 @@
-"""The CPU inference benchmark (convnext_dense/deploy/bench.py), on the
-tiny 'test' backbone: rows for every contender, outputs checked."""
+"""The CPU inference benchmark (convnext_dense/analysis/bench_inference.py),
+on the tiny 'test' backbone: rows for every contender, outputs checked."""
 import pytest
 
 pytest.importorskip('onnxruntime')
 
-from convnext_dense.deploy.bench import format_table, run  # noqa: E402
+from convnext_dense.analysis.bench_inference import (  # noqa: E402
+    format_table, run)
 
 
 def test_quick_backbone_rows():

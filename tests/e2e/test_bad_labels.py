@@ -23,7 +23,7 @@ pytest.importorskip('mmseg')
 
 from convnext_dense.toy_data.toy_ade import generate_toy_ade  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / 'configs' / 'demo' / 'upernet_convnext_demo.py')
 
 

@@ -1,7 +1,7 @@
 """Running the command-line tools as a user runs them, for end-to-end tests.
 
-Imported by the top-level test modules as ``tool_runs`` (pytest puts this
-directory on ``sys.path`` for them).
+Imported as ``helpers.tool_runs`` (pytest puts tests/ on ``sys.path``: the
+test folders are packages).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def run_tool(args: list[str], cwd: str, timeout: float = 300

@@ -4,9 +4,10 @@ onnxruntime, on the same weights and inputs.
 Cases (``CASES``): the ConvNeXt-T backbone at 224 (batch 1 and 8),
 UperNet-T whole image at 512x512, Cascade Mask R-CNN T end to end (mmdet's
 ``predict`` against the exported graph) at a small size. Each contender is
-timed in alternating rounds (eager, then each other, then eager again ...)
-so that load from other processes hits all alike; each round gives a ratio
-to eager, and the table reports the median and the range over rounds.
+timed in alternating rounds (:func:`~convnext_dense.analysis.timing.
+interleaved_rounds`) so that load from other processes hits all alike;
+each round gives a ratio to eager, and the table reports the median and
+the range over rounds.
 Before timing, every contender's output is compared with eager's (max abs
 difference; detections: count and max box difference). The achieved
 GFLOP/s (``torch.utils.flop_counter`` on the eager forward) is set against
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -25,8 +27,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from convnext_dense.optional import require
+from convnext_dense.paths import CONFIG_DIR
+
+from .timing import interleaved_rounds, wall_clock_per_call
 
 
 @dataclasses.dataclass
@@ -60,26 +64,6 @@ def count_gflops(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _time(fn: Callable[[], object], iters: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
-
-
-def alternate(contenders: dict[str, Callable[[], object]], rounds: int,
-              iters: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each contender in each round, timed in turn."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            times[name].append(_time(fn, iters))
-    return times
-
-
 def _max_diff(a, b) -> float:
     if isinstance(a, (tuple, list)):
         return max(_max_diff(x, y) for x, y in zip(a, b))
@@ -96,8 +80,8 @@ def tensor_contenders(model: nn.Module, graph: nn.Module, x: torch.Tensor,
     their outputs."""
     import copy
 
-    from .onnx_export import export_model
-    from .runtime import make_session
+    from convnext_dense.deploy.onnx_export import export_model
+    from convnext_dense.deploy.runtime import make_session
 
     path = export_model(model, task,
                         os.path.join(workdir, f'{task}_{part}.onnx'),
@@ -125,8 +109,8 @@ def build_case(name: str, quick: bool):
     weights."""
     from mmengine.config import Config
 
-    from convnext_dense.apis.task import build_model
-    from .graphs import FeatureGraph, SegmentorGraph
+    from convnext_dense.deploy.graphs import FeatureGraph, SegmentorGraph
+    from convnext_dense.tasks import build_model
 
     torch.manual_seed(0)
     if name.startswith('backbone'):
@@ -139,7 +123,7 @@ def build_case(name: str, quick: bool):
         size = 64 if quick else 224
         return owner, FeatureGraph(backbone).eval(), \
             torch.randn(batch, 3, size, size), 'det', 'backbone'
-    cfg = Config.fromfile(os.path.join(REPO, 'configs',
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR,
                                        'upernet_convnext_t.py'))
     cfg.model.backbone.init_cfg = None
     if quick:
@@ -162,7 +146,8 @@ def run_tensor_case(name: str, quick: bool, threads: int, rounds: int,
     with torch.inference_mode():
         gflops = count_gflops(lambda: graph(x)) / x.shape[0]
         iters = 1 if not quick and x.shape[-1] >= 512 else 3
-        times = alternate(contenders, rounds, iters)
+        times = interleaved_rounds(contenders, rounds,
+                                   measure=wall_clock_per_call(iters))
     return _rows(name, times, outputs, x.shape[0], gflops)
 
 
@@ -184,11 +169,11 @@ def run_cascade_case(quick: bool, threads: int, rounds: int,
     from mmdet.structures import DetDataSample
     from mmengine.config import Config
 
-    from convnext_dense.apis.task import build_model
-    from .onnx_export import export_model
-    from .runtime import make_session
+    from convnext_dense.deploy.onnx_export import export_model
+    from convnext_dense.deploy.runtime import make_session
+    from convnext_dense.tasks import build_model
 
-    cfg = Config.fromfile(os.path.join(REPO, 'configs',
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR,
                                        'cascade_convnext_t.py'))
     cfg.model.backbone.init_cfg = None
     # random weights score every class near 1/81, under the 0.05 threshold:
@@ -228,7 +213,7 @@ def run_cascade_case(quick: bool, threads: int, rounds: int,
                          np.sort(got[0], axis=0)) \
             if len(ref) == len(got[0]) > 0 else float('inf')
         gflops = count_gflops(eager)
-        times = alternate(contenders, rounds, 1)
+        times = interleaved_rounds(contenders, rounds)
     rows = _rows('cascade-T end to end', times,
                  dict(eager=0, onnxruntime=0), 1, gflops)
     rows[1].max_diff = diff
@@ -270,3 +255,28 @@ def run(cases=CASES, quick: bool = False, threads: int = 1,
                 rows += run_tensor_case(case, quick, threads, rounds,
                                         compile, workdir)
     return rows, peak
+
+
+def benchmark_inference(cases=CASES, quick: bool = False, threads: int = 1,
+                        rounds: int = 5, compile: bool = False,
+                        out: str | None = None, command: str = '') -> str:
+    """Run the cases and return the markdown page (written to ``out`` if
+    given); what ``tools/analysis/bench_inference.py`` does."""
+    onnxruntime = require('onnxruntime', 'The inference benchmark')
+    start = time.time()
+    rows, peak = run(cases, quick=quick, threads=threads, rounds=rounds,
+                     compile=compile)
+    page = '\n'.join([
+        '# CPU inference benchmark', '',
+        f'`{command.strip()}`: {time.time() - start:.0f} s; '
+        f'{"quick (tiny models)" if quick else "real sizes"}, '
+        f'{threads} thread(s), {rounds} alternating rounds; '
+        f'torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, '
+        f'{platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} cores (shared). Random weights: '
+        'the timing does not depend on them.', '',
+        format_table(rows, peak, threads), ''])
+    if out:
+        with open(out, 'w', encoding='utf-8') as f:
+            f.write(page)
+    return page

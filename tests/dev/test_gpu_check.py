@@ -1,4 +1,4 @@
-"""tools/gpu_check.sh, dry-run on the CPU.
+"""dev/gpu_check.sh, dry-run on the CPU.
 
 The GPU machine of a session is lent for minutes, so the script that spends
 them must not fail on a typo: its dry run goes through the same steps (the
@@ -26,7 +26,7 @@ def test_dry_run_writes_the_page(tmp_path) -> None:
     env = dict(os.environ, GPU_CHECK_DRY_RUN='1', OMP_NUM_THREADS='1',
                PYTHON=sys.executable)
     done = subprocess.run(
-        ['bash', osp.join(REPO, 'tools', 'gpu_check.sh'), '', str(out)],
+        ['bash', osp.join(REPO, 'dev', 'gpu_check.sh'), '', str(out)],
         env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     environment = (out / 'environment.txt').read_text()

@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ import torch
 pytest.importorskip('mmseg')
 
 from convnext_dense.toy_data.toy_ade import CLASSES, generate_toy_ade  # noqa
-from tool_runs import REPO, metric, run_tool  # noqa: E402
+from helpers.tool_runs import REPO, metric, run_tool  # noqa: E402
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -164,12 +165,14 @@ def test_tta_pipeline_yields_twelve_views(trained):
 
 
 @pytest.mark.slow
-def test_demo_learns(tmp_path):
-    """The full CPU demo: trains from scratch to mIoU >= 50 on toy val."""
-    result = run_tool([osp.join(REPO, 'tools', 'demo.py'), 'seg'],
-                      str(tmp_path), timeout=1800)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
+@pytest.mark.demo('seg')
+def test_demo_learns(demo_run):
+    """The full CPU demo (`tools/demo.py seg`, run once per session in the
+    background: tests/helpers/demos.py): trains from scratch to mIoU >= 50
+    on toy val."""
+    log = demo_run.log
+    assert demo_run.returncode == 0, log[-5000:]
+    tmp_path = Path(demo_run.cwd)
     assert metric(log, 'mIoU') >= 50
     vis = tmp_path / 'work_dirs' / 'demo_seg' / 'vis'
     painted = [f for _, _, files in os.walk(vis) for f in files
@@ -186,16 +189,16 @@ V2_FLOOR = 55.
 
 
 @pytest.mark.slow
-def test_demo_learns_with_a_v2_backbone(tmp_path):
+@pytest.mark.demo('seg-v2')
+def test_demo_learns_with_a_v2_backbone(demo_run):
     """The same demo with a ConvNeXt-V2 backbone of the demo's size
     ('v2-test': depths 1, dims 16..128, GRN in every block, no layer
     scale), from scratch, everything else the demo's: mIoU >= 55 (measured
-    67.6)."""
-    result = run_tool([osp.join(REPO, 'tools', 'demo.py'), 'seg',
-                       '--cfg-options', 'model.backbone.arch=v2-test'],
-                      str(tmp_path), timeout=1800)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
+    67.6). Run once per session in the background (tests/helpers/demos.py).
+    """
+    log = demo_run.log
+    assert demo_run.returncode == 0, log[-5000:]
+    tmp_path = Path(demo_run.cwd)
     work_dir = tmp_path / 'work_dirs' / 'demo_seg'
     last = (work_dir / 'last_checkpoint').read_text().strip()
     state = torch.load(tmp_path / last, map_location='cpu',

@@ -1,8 +1,12 @@
-"""Which task a config is for, and its model built from it.
+"""Which task a config is for, its model, and its test pipeline.
 
 mmdet and mmseg configs run through the same tools; the few places where
 the two differ (which registry builds the model, where painted test images
 go, how predictions are dumped) ask :func:`detect_task`, the one rule.
+
+This module sits below :mod:`convnext_dense.deploy`,
+:mod:`convnext_dense.analysis` and :mod:`convnext_dense.apis`, which all
+build models from configs, and imports none of them (docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -58,3 +62,30 @@ def build_model(cfg: Config) -> nn.Module:
     # building does not call init_weights: no pretrained file is read
     model = MODELS.build(cfg.model)
     return revert_sync_batchnorm(model).eval()
+
+
+def inference_pipeline(cfg: Config, task: str):
+    """The config's test pipeline for one in-memory image.
+
+    As mmdet's and mmseg's inference APIs build it: the config's
+    ``test_pipeline`` (else its test dataset's pipeline), without annotation
+    loading, reading the image from an array (``dict(img=image)``). Transform
+    types get the task's scope, so the pipeline builds whatever the default
+    scope.
+    """
+    from mmcv.transforms import Compose
+
+    if task == 'det':
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    scope = 'mmdet' if task == 'det' else 'mmseg'
+    steps = cfg.get('test_pipeline') or \
+        cfg.test_dataloader.dataset.pipeline
+    steps = [dict(t) for t in steps if 'LoadAnnotations' not in t['type']]
+    steps[0] = dict(steps[0], type=f'{scope}.LoadImageFromNDArray')
+    return Compose([
+        dict(t, type=t['type'] if '.' in t['type'] else
+             f'{scope}.{t["type"]}') for t in steps
+    ])

@@ -6,7 +6,9 @@ inference, so that the contenders alternate and share the machine's drifts.
 A ratio is computed per round (the compiled build's time over the other's:
 above 1 means faster than compiled mmcv) and reported with its range.
 
-Contenders (``tools/analysis/bench_ops.py`` names the interpreters):
+The rounds are those of
+:func:`~convnext_dense.analysis.timing.interleaved_rounds`. Contenders
+(``tools/analysis/bench_ops.py`` names the interpreters):
 
 - ``default``: this environment (torch 2.14 + mmcv-lite + convnext_dense.ops);
 - ``compiled``: an environment made by ``tools/install.sh --mmcv-ops``
@@ -17,6 +19,7 @@ Contenders (``tools/analysis/bench_ops.py`` names the interpreters):
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -27,9 +30,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO, 'configs', 'cascade_convnext_t.py')
+from convnext_dense.paths import CONFIG_DIR, REPO_ROOT
+
+from .timing import interleaved_rounds
+
+REPO = REPO_ROOT
+CONFIG = os.path.join(CONFIG_DIR, 'cascade_convnext_t.py')
 TARGET = 0.95  # the default path is at least this fast as compiled mmcv
 
 
@@ -96,7 +102,7 @@ class _Worker:
     def __init__(self, contender: Contender, batch: int, size: int,
                  rois: int) -> None:
         code = ('import sys; sys.path.insert(0, {repo!r}); '
-                'from convnext_dense.ops.bench import worker; '
+                'from convnext_dense.analysis.bench_ops import worker; '
                 'worker({force}, {batch}, {size}, {rois})').format(
                     repo=REPO, force=contender.force_ops, batch=batch,
                     size=size, rois=rois)
@@ -141,20 +147,15 @@ def run(contenders: list[Contender], rounds: int = 3, iters: int = 2,
     parts: dict[str, dict[str, list[float]]] = {}
     try:
         for part in ('train', 'infer'):
-            for worker_ in workers.values():
-                worker_.run(part, 1)  # warm-up
-            medians = {name: [] for name in workers}
-            for index in range(rounds):
-                # rotate the order so no contender always goes first
-                names = list(workers)
-                names = names[index % len(names):] + names[
-                    :index % len(names)]
-                for name in names:
-                    seconds = statistics.median(workers[name].run(part,
-                                                                  iters))
-                    medians[name].append(seconds)
-                    log(f'{part} round {index + 1} {name}: {seconds:.3f} s')
-            parts[part] = medians
+            # a step asks a worker for its median of `iters` iterations,
+            # which the worker times itself (no pipe in the timing)
+            steps = {name: functools.partial(
+                lambda w, p: statistics.median(w.run(p, iters)), w, part)
+                for name, w in workers.items()}
+            parts[part] = interleaved_rounds(
+                steps, rounds, warmup=1, measure=lambda step: step(),
+                log=lambda index, name, seconds, part=part: log(
+                    f'{part} round {index + 1} {name}: {seconds:.3f} s'))
     finally:
         for worker_ in workers.values():
             worker_.close()
@@ -212,32 +213,25 @@ def render(result: dict, command: str) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``tools/analysis/bench_ops.py``."""
-    import argparse
-    parser = argparse.ArgumentParser(
-        description='Cascade Mask R-CNN T iteration and inference on '
-        'convnext_dense.ops against compiled mmcv')
-    parser.add_argument('--compiled-python', help='python of an environment '
-                        'made by tools/install.sh --mmcv-ops')
-    parser.add_argument('--rounds', type=int, default=3)
-    parser.add_argument('--iters', type=int, default=2)
-    parser.add_argument('--size', type=int, default=320)
-    parser.add_argument('--rois', type=int, default=64)
-    parser.add_argument('--out', default=os.path.join(REPO, 'docs',
-                                                      'benchmarks_ops.md'))
-    args = parser.parse_args(argv)
+def benchmark_ops(compiled_python: str | None = None, rounds: int = 3,
+                  iters: int = 2, size: int = 320, rois: int = 64,
+                  out: str = os.path.join(REPO_ROOT, 'docs',
+                                          'benchmarks_ops.md'),
+                  command: str = '') -> str:
+    """Time this environment (and, given ``compiled_python``, an mmcv
+    compiled with its ops, and that one on convnext_dense.ops) and write
+    the page to ``out``; what ``tools/analysis/bench_ops.py`` does.
+
+    Returns:
+        ``out``.
+    """
     contenders = [Contender('default', sys.executable)]
-    if args.compiled_python:
+    if compiled_python:
         contenders += [
-            Contender('compiled', args.compiled_python),
-            Contender("ops on compiled's torch", args.compiled_python,
+            Contender('compiled', compiled_python),
+            Contender("ops on compiled's torch", compiled_python,
                       force_ops=True)]
-    result = run(contenders, args.rounds, args.iters, size=args.size,
-                 rois=args.rois)
-    command = 'python tools/analysis/bench_ops.py ' + ' '.join(
-        sys.argv[1:] if argv is None else argv)
-    with open(args.out, 'w') as file:
+    result = run(contenders, rounds, iters, size=size, rois=rois)
+    with open(out, 'w') as file:
         file.write(render(result, command))
-    print(f'wrote {args.out}')
-    return 0
+    return out

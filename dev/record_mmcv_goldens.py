@@ -1,9 +1,10 @@
 """Record the outputs of mmcv's compiled ops as golden tensors.
 
 Run in an environment where mmcv has its compiled ops (``bash
-tools/install.sh --mmcv-ops``, or any mmcv 2.1.0 built with ``MMCV_WITH_OPS=1``)::
+tools/install.sh --mmcv-ops``, or any mmcv 2.1.0 built with
+``MMCV_WITH_OPS=1``)::
 
-    python tools/analysis/record_mmcv_goldens.py tests/data/mmcv_goldens.pt
+    python dev/record_mmcv_goldens.py tests/data/mmcv_goldens.pt
 
 It runs the cases of :mod:`convnext_dense.ops.parity` through ``mmcv.ops``
 (RoIAlign forward and backward, NMS, soft-NMS) and a training step of the
@@ -20,8 +21,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ from convnext_dense.toy_data import generate_toy_coco  # noqa: E402
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / 'configs' / 'demo' / 'cascade_convnext_demo.py')
 
 

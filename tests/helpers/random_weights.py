@@ -1,6 +1,6 @@
 """Random weights for tests that compare two computations of one model.
 
-One helper for every test folder (tests/ is on sys.path): a copy in
+One helper for every test folder (``helpers.random_weights``): a copy in
 tests/engine once drifted from tests/models and left GRN at its zero init.
 """
 from __future__ import annotations

@@ -2,11 +2,11 @@
 # The GPU checks in one run (issue 5): the GPU fast-path tests and the
 # benchmark on the GPU, written to OUT/benchmarks_gpu.md with the logs.
 #
-#   bash tools/gpu_check.sh [WHEELS] [OUT=work_dirs/gpu_check]
+#   bash dev/gpu_check.sh [WHEELS] [OUT=work_dirs/gpu_check]
 #
 # For a machine with a CUDA GPU and torch, torchvision and timm but no
-# network (see requirements/gpu_check.txt): WHEELS is a folder made by
-# tools/fetch_gpu_check_wheels.sh, installed into a scratch folder on
+# network (see dev/gpu_check_requirements.txt): WHEELS is a folder made by
+# dev/fetch_gpu_check_wheels.sh, installed into a scratch folder on
 # PYTHONPATH. Without WHEELS, the environment's own packages are used
 # (e.g. the .venv of tools/install.sh on a GPU machine). Where mmcv has no
 # compiled ops (mmcv-lite), the detector part runs on torchvision's RoIAlign

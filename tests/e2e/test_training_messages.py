@@ -14,12 +14,11 @@ has the helpers).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from mmengine.logging import MMLogger
 
-from test_bad_input import toy_coco, train  # noqa: F401  (a fixture)
+from e2e.test_bad_input import toy_coco, train  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -47,7 +46,8 @@ def messages():
 
 
 @pytest.mark.slow
-def test_resume_with_nothing_to_resume(toy_coco, tmp_path, messages):
+def test_resume_with_nothing_to_resume(toy_coco, tmp_path,  # noqa: F811
+                                       messages):
     work_dir = tmp_path / 'work'
     train(toy_coco, work_dir, resume='auto')
     assert not any('None' in m and 'resumed' in m for m in messages)
@@ -56,7 +56,8 @@ def test_resume_with_nothing_to_resume(toy_coco, tmp_path, messages):
 
 
 @pytest.mark.slow
-def test_training_over_earlier_checkpoints_warns(toy_coco, tmp_path,
+def test_training_over_earlier_checkpoints_warns(toy_coco,  # noqa: F811
+                                                 tmp_path,
                                                  messages):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()

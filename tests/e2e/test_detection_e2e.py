@@ -21,7 +21,7 @@ pytest.importorskip('mmdet')
 
 from convnext_dense.toy_data.toy_coco import (CLASSES,  # noqa: E402
                                               generate_toy_coco)
-from tool_runs import REPO, metric, run_tool  # noqa: E402
+from helpers.tool_runs import REPO, metric, run_tool  # noqa: E402
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -157,13 +157,15 @@ def test_missing_pretrained_checkpoint_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_learns(tmp_path):
-    """The full CPU demo: trains from scratch to a useful box AP."""
-    result = run_tool([osp.join(REPO, 'tools', 'demo.py'), 'det'],
-                      str(tmp_path), timeout=1800)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
+@pytest.mark.demo('det')
+def test_demo_learns(demo_run):
+    """The full CPU demo (`tools/demo.py det`, run once per session in the
+    background: tests/helpers/demos.py): trains from scratch to a useful
+    box AP."""
+    log = demo_run.log
+    assert demo_run.returncode == 0, log[-5000:]
     assert metric(log, 'coco/bbox_mAP') >= 0.3
     assert metric(log, 'coco/segm_mAP') >= 0.2
-    painted = os.listdir(tmp_path / 'work_dirs' / 'demo_det' / 'vis')
+    painted = os.listdir(osp.join(demo_run.cwd, 'work_dirs', 'demo_det',
+                                  'vis'))
     assert len(painted) == 60

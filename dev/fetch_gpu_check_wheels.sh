@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Download the wheels tools/gpu_check.sh installs on an offline GPU machine
-# (requirements/gpu_check.txt), for that machine's Python.
+# Download the wheels dev/gpu_check.sh installs on an offline GPU machine
+# (dev/gpu_check_requirements.txt), for that machine's Python.
 #
-#   bash tools/fetch_gpu_check_wheels.sh [DEST=.whl] [PYTHON_VERSION=3.12]
+#   bash dev/fetch_gpu_check_wheels.sh [DEST=.whl] [PYTHON_VERSION=3.12]
 #
 # About 10 MB. Wheels only, no dependencies (the list names them all).
 set -euo pipefail
@@ -20,7 +20,7 @@ mkdir -p "$DEST"
 set +e
 "$PY" -m pip download --disable-pip-version-check -q --no-deps \
   --only-binary=:all: --python-version "$PYVER" --implementation cp \
-  "${platforms[@]}" -d "$DEST" -r requirements/gpu_check.txt 2>&1 \
+  "${platforms[@]}" -d "$DEST" -r dev/gpu_check_requirements.txt 2>&1 \
   | grep -v "^WARNING: Location"
 rc=${PIPESTATUS[0]}
 set -e
