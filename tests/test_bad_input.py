@@ -180,9 +180,17 @@ def test_empty_dataset(data, work_dir, expect_untouched):
 
 
 def test_unknown_backbone_key(toy_coco, work_dir, expect_untouched):
+    # refused before anything is built, the nearest key named
+    with pytest.raises(SystemExit) as info:
+        train(toy_coco, work_dir, 'model.backbone.not_a_key=1')
+    assert info.value.code.startswith(
+        'error: --cfg-options model.backbone.not_a_key: '
+        'model.backbone.not_a_key is not in the config; model.backbone has: ')
+    # let through with --cfg-new-keys, the backbone names it
     with pytest.raises(TypeError,
                        match="unexpected keyword argument 'not_a_key'"):
-        train(toy_coco, work_dir, 'model.backbone.not_a_key=1')
+        train(toy_coco, work_dir, 'model.backbone.not_a_key=1',
+              '--cfg-new-keys')
 
 
 def test_unknown_arch(toy_coco, work_dir, expect_untouched):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from mmengine.config import DictAction
+import sys
 
+from convnext_dense.apis.config_args import add_cfg_arguments
 from convnext_dense.apis.demo import TASKS
 
 
@@ -20,9 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('task', choices=sorted(TASKS))
     parser.add_argument('--work-dir', help='default: work_dirs/demo_<task>')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help='override demo config entries, e.g. train_cfg.max_epochs=1')
+    add_cfg_arguments(parser, 'train_cfg.max_epochs=1')
     return parser.parse_args(argv)
 
 
@@ -30,8 +29,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from mmengine.logging import print_log
 
+    from convnext_dense.apis.config_args import CONFIG_ERRORS
     from convnext_dense.apis.demo import run_demo  # noqa: E402
-    metrics = run_demo(args.task, args.work_dir, args.cfg_options)
+    try:
+        metrics = run_demo(args.task, args.work_dir, args.cfg_options,
+                           allow_new_keys=args.cfg_new_keys)
+    except CONFIG_ERRORS as err:
+        sys.exit(f'error: {err}')
     print_log('demo metrics: ' + ', '.join(
         f'{key}={value:.3f}' if isinstance(value, float) else f'{key}={value}'
         for key, value in metrics.items()), logger='current')

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
+from convnext_dense.apis.config_args import add_cfg_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--data-root', metavar='PATH',
         help='data_root of every dataset (evaluator annotation files '
         'follow); unlike --cfg-options, paths may contain blanks')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help="override config entries (lists: key='[a,b]')")
+    add_cfg_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
@@ -65,8 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
                                          load_config,
                                          require_matching_checkpoint)
 
-    cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir, args.data_root)
+    from convnext_dense.apis.config_args import CONFIG_ERRORS
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.launcher,
+                          args.work_dir, args.data_root, args.cfg_new_keys)
+    except CONFIG_ERRORS as err:
+        sys.exit(f'error: {err}')
     cfg.load_from = args.checkpoint
     require_matching_checkpoint(cfg, args.allow_partial)
     # a missing or wrong data path is named with its config key up front

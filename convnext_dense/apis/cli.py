@@ -15,6 +15,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from .config_args import check_cfg_options, find_config
 from .task import detect_task
 
 
@@ -22,22 +23,30 @@ def load_config(path: str,
                 cfg_options: dict | None = None,
                 launcher: str = 'none',
                 work_dir: str | None = None,
-                data_root: str | None = None) -> Config:
+                data_root: str | None = None,
+                allow_new_keys: bool = False) -> Config:
     """Load a config, merge command-line overrides, and set the work dir.
 
     Args:
-        path: Config file.
-        cfg_options: ``key=value`` overrides (``DictAction`` output).
-            Defaults to None.
+        path: Config file, or a Runner work dir holding one
+            (:func:`~.config_args.find_config`: a typo is named with the
+            nearest existing config).
+        cfg_options: ``key=value`` overrides (``DictAction`` output); a key
+            the config does not have is refused, naming the nearest one
+            (:func:`~.config_args.check_cfg_options`). Defaults to None.
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
         work_dir: Work directory; None keeps the config's ``work_dir`` or
             falls back to ``work_dirs/<config name>``. Defaults to None.
         data_root: ``--data-root``: see :func:`set_data_root`. Defaults to
             None (the config's).
+        allow_new_keys: Let ``cfg_options`` add keys (``--cfg-new-keys``).
+            Defaults to False.
     """
+    path = find_config(path)
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
+        check_cfg_options(cfg, cfg_options, allow_new_keys)
         cfg.merge_from_dict(cfg_options)
     if data_root is not None:
         set_data_root(cfg, data_root)

@@ -86,14 +86,18 @@ def prepare_data(task: DemoTask, data_root: str | None = None) -> str:
 
 def run_demo(name: str,
              work_dir: str | None = None,
-             cfg_options: dict | None = None) -> dict:
+             cfg_options: dict | None = None,
+             allow_new_keys: bool = False) -> dict:
     """Run one demo end to end: data, training, evaluation, painting.
 
     Args:
         name: A key of :data:`TASKS` ('det' or 'seg').
         work_dir: Overrides the task's work dir. Defaults to None.
         cfg_options: Config overrides (as ``--cfg-options`` gives them),
-            e.g. a shorter schedule. Defaults to None.
+            e.g. a shorter schedule; keys the config does not have are
+            refused. Defaults to None.
+        allow_new_keys: Accept new keys in ``cfg_options``. Defaults to
+            False.
 
     Returns:
         The test metrics, e.g. ``{'coco/bbox_mAP': ..., 'coco/segm_mAP':
@@ -116,7 +120,7 @@ def run_demo(name: str,
     prepare_data(task)
     work_dir = work_dir or task.work_dir
     cfg = load_config(osp.join(REPO_ROOT, task.config), cfg_options,
-                      work_dir=work_dir)
+                      work_dir=work_dir, allow_new_keys=allow_new_keys)
     # no validation during training: the test loop evaluates once, at the
     # end, and paints the predictions at the same time
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None

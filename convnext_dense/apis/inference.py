@@ -34,6 +34,7 @@ from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
 from .images import (IMAGE_EXTENSIONS, OutputOverwritesInputError,  # noqa: F401
                      UnreadableImageError, check_outputs, list_images,
                      output_file, read_image)
+from .config_args import find_config
 from .task import detect_task
 
 BACKENDS = ('pytorch', 'onnxruntime')
@@ -44,22 +45,15 @@ BACKENDS = ('pytorch', 'onnxruntime')
 # ---------------------------------------------------------------------------
 
 def resolve_config(path: str) -> str:
-    """A config file, or the single config a Runner dumped into a work dir.
+    """A config file, or the single config a Runner dumped into a work dir
+    (:func:`~.config_args.find_config`).
 
     Raises:
-        FileNotFoundError: If there is no such file, or the directory holds
-            no ``*.py`` config or several.
+        FileNotFoundError: If there is no such file (naming the nearest
+            existing config), or the directory holds no ``*.py`` config or
+            several.
     """
-    if osp.isfile(path):
-        return path
-    if not osp.isdir(path):
-        raise FileNotFoundError(f'config not found: {path}')
-    found = sorted(glob.glob(osp.join(path, '*.py')))
-    if len(found) != 1:
-        raise FileNotFoundError(
-            f'{path} is a directory; expected one config (*.py) in it, as a '
-            f'Runner work dir has, found {len(found)}: {found}')
-    return found[0]
+    return find_config(path)
 
 
 def resolve_checkpoint(path: str) -> str:
