@@ -4,7 +4,10 @@ Importing the package registers everything under the ``convnext_dense``
 registry scope; configs load it with
 ``custom_imports=dict(imports=['convnext_dense'], allow_failed_imports=False)``.
 """
-# first: mmcv's missing compiled ops, before anything imports mmcv.ops
+# first: the harmless third-party warnings mmengine's import raises
+from .known_warnings import filter_known_warnings  # noqa: I001
+filter_known_warnings()
+# then: mmcv's missing compiled ops, before anything imports mmcv.ops
 from . import ops  # noqa: F401,I001
 from . import models  # noqa: F401  (registers ConvNeXt)
 from . import engine  # noqa: F401

@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('task', choices=sorted(TASKS))
     parser.add_argument('--work-dir', help='default: work_dirs/demo_<task>')
     add_cfg_arguments(parser, 'train_cfg.max_epochs=1')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
     return parser.parse_args(argv)
 
 
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     from convnext_dense.apis.demo import run_demo  # noqa: E402
     try:
         metrics = run_demo(args.task, args.work_dir, args.cfg_options,
-                           allow_new_keys=args.cfg_new_keys)
+                           allow_new_keys=args.cfg_new_keys,
+                           verbose=args.verbose)
     except CONFIG_ERRORS as err:
         sys.exit(f'error: {err}')
     print_log('demo metrics: ' + ', '.join(

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='data_root of every dataset (evaluator annotation files '
         'follow); unlike --cfg-options, paths may contain blanks')
     add_cfg_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, args.verbose)
     if args.out:
         dump_predictions(runner, args.out)
     try:

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         'follow); unlike --cfg-options, paths may contain blanks')
     add_cfg_arguments(parser,
                       'train_cfg.max_epochs=2 model.backbone.arch=small')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    train(cfg)
+    train(cfg, args.verbose)
 
 
 if __name__ == '__main__':

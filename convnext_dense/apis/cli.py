@@ -90,15 +90,21 @@ def set_data_root(cfg: Config, data_root: str) -> None:
                     data_root, ann_file[len(old):].lstrip('/'))
 
 
-def build_runner(cfg: Config) -> Runner:
-    """The config's ``runner_type`` if it names one, else mmengine's Runner."""
+def build_runner(cfg: Config, verbose: bool = False) -> Runner:
+    """The config's ``runner_type`` if it names one, else mmengine's Runner;
+    unless ``verbose``, one that keeps the config, environment and hook
+    dumps in the work dir's log file only (:class:`~convnext_dense.engine.
+    quiet.QuietRunner`)."""
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    if verbose:
+        return Runner.from_cfg(cfg)
+    from convnext_dense.engine.quiet import QuietRunner
+    return QuietRunner.from_cfg(cfg)
 
 
-def train(cfg: Config):
+def train(cfg: Config, verbose: bool = False):
     """Check the config, then train it with mmengine's Runner.
 
     Before anything is built or written to the work dir: decay settings that
@@ -115,7 +121,8 @@ def train(cfg: Config):
     (:func:`channels_last_ddp`). The work dir is locked for the
     training (:func:`work_dir_lock`: a second training in it is refused,
     naming the first). An empty dataset is explained rather than reported
-    as a failed concatenation.
+    as a failed concatenation. Unless ``verbose``, the config, environment
+    and hook dumps go to the log file only (:func:`build_runner`).
 
     Returns:
         The trained model (``Runner.train``'s return value).
@@ -146,7 +153,7 @@ def train(cfg: Config):
                 'last_checkpoint file); training from the start',
                 logger='current', level=logging.WARNING)
     with work_dir_lock(cfg.work_dir), explain_dataset_errors():
-        model = build_runner(cfg).train()
+        model = build_runner(cfg, verbose).train()
     close_distributed()
     return model
 

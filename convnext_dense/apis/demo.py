@@ -87,7 +87,8 @@ def prepare_data(task: DemoTask, data_root: str | None = None) -> str:
 def run_demo(name: str,
              work_dir: str | None = None,
              cfg_options: dict | None = None,
-             allow_new_keys: bool = False) -> dict:
+             allow_new_keys: bool = False,
+             verbose: bool = False) -> dict:
     """Run one demo end to end: data, training, evaluation, painting.
 
     Args:
@@ -98,6 +99,8 @@ def run_demo(name: str,
             refused. Defaults to None.
         allow_new_keys: Accept new keys in ``cfg_options``. Defaults to
             False.
+        verbose: Also print the config, environment and hook dumps (they
+            are in the work dir's log file either way). Defaults to False.
 
     Returns:
         The test metrics, e.g. ``{'coco/bbox_mAP': ..., 'coco/segm_mAP':
@@ -125,7 +128,7 @@ def run_demo(name: str,
     # end, and paints the predictions at the same time
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     enable_visualization(cfg, show_dir=osp.abspath(osp.join(work_dir, 'vis')))
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, verbose)
     start = time.perf_counter()
     runner.train()
     trained = time.perf_counter()
