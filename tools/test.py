@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a config's test set.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--device cpu] [--work-dir DIR]
+        [--out FILE.pkl]
         [--show-dir DIR] [--show] [--tta] [--allow-partial]
         [--data-root PATH] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
@@ -8,12 +9,14 @@
 Detection configs report COCO box/mask AP (CocoMetric), segmentation
 configs mIoU; multi-GPU: tools/dist_test.sh. A checkpoint that does not fit
 the config's model is refused, naming the missing, unexpected and
-mis-shaped tensors, unless --allow-partial.
+mis-shaped tensors, unless --allow-partial. CONFIG and CHECKPOINT may both
+be a training work dir, as in tools/infer.py.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import os.path as osp
 import sys
 
 from convnext_dense.apis.config_args import add_cfg_arguments
@@ -21,8 +24,12 @@ from convnext_dense.apis.config_args import add_cfg_arguments
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('config', help='config file or training work dir')
+    parser.add_argument('checkpoint',
+                        help='checkpoint file or training work dir')
+    parser.add_argument('--device', default=None,
+                        help="'cpu', 'cuda' or 'cuda:N' (default: cuda if "
+                        'available, else cpu)')
     parser.add_argument('--work-dir', help='where the metrics log goes '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--out', metavar='FILE.pkl',
@@ -66,13 +73,17 @@ def main(argv: list[str] | None = None) -> dict:
                                          load_config,
                                          require_matching_checkpoint)
 
+    from convnext_dense.apis.cli import flatten_seg_pictures, select_device
     from convnext_dense.apis.config_args import CONFIG_ERRORS
+    from convnext_dense.apis.inference import resolve_checkpoint
+    from convnext_dense.apis.task import detect_task
     try:
+        select_device(args.device)
         cfg = load_config(args.config, args.cfg_options, args.launcher,
                           args.work_dir, args.data_root, args.cfg_new_keys)
-    except CONFIG_ERRORS as err:
+        cfg.load_from = resolve_checkpoint(args.checkpoint)
+    except (*CONFIG_ERRORS, FileNotFoundError, ValueError) as err:
         sys.exit(f'error: {err}')
-    cfg.load_from = args.checkpoint
     require_matching_checkpoint(cfg, args.allow_partial)
     # a missing or wrong data path is named with its config key up front
     check_dataset_paths(cfg, ('test', ))
@@ -85,9 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         dump_predictions(runner, args.out)
     try:
-        return runner.test()
+        metrics = runner.test()
     except CHECKPOINT_ERRORS as err:
         sys.exit(f'error: {err}')  # the message names file and tensors
+    if args.show_dir and detect_task(cfg) == 'seg':
+        flatten_seg_pictures(osp.abspath(args.show_dir))
+    return metrics
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os.path as osp
+import re
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
@@ -203,6 +204,43 @@ def enable_visualization(cfg: Config,
             hook['test_out_dir'] = show_dir
         else:
             cfg.visualizer['save_dir'] = show_dir
+
+
+def flatten_seg_pictures(show_dir: str) -> list[str]:
+    """Move mmseg's painted test images to ``show_dir/<image name>.png``.
+
+    mmseg's visualizer writes ``show_dir/vis_data/vis_image/<file>_<step>
+    .png`` (e.g. ``ADE_val_1.jpg_800.png``); detection pictures land flat in
+    ``show_dir`` already. Returns the files, sorted.
+    """
+    import glob
+    import os
+    import re
+    nested = osp.join(show_dir, 'vis_data', 'vis_image')
+    moved = []
+    for path in sorted(glob.glob(osp.join(nested, '*.png'))):
+        # <name>[.<ext>]_<step>.png -> <name>.png
+        name = re.sub(r'(\.[A-Za-z]+)?_\d+\.png$', '.png',
+                      osp.basename(path))
+        os.replace(path, osp.join(show_dir, name))
+        moved.append(osp.join(show_dir, name))
+    return moved
+
+
+def select_device(device: str | None) -> None:
+    """Make the Runner use ``device`` ('cpu', 'cuda' or 'cuda:N'; None:
+    cuda if available): mmengine places the model on the first visible
+    GPU, so this sets ``CUDA_VISIBLE_DEVICES`` (before CUDA starts)."""
+    import os
+    if device is None or device == 'cuda':
+        return
+    if device == 'cpu':
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    elif re.fullmatch(r'cuda:\d+', device):
+        os.environ['CUDA_VISIBLE_DEVICES'] = device.split(':')[1]
+    else:
+        raise ValueError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got "
+                         f'{device!r}')
 
 
 def enable_tta(cfg: Config) -> None:

@@ -112,7 +112,8 @@ def run_demo(name: str,
     task = TASKS[name]
     # imported here: the helpers pull in mmengine's Runner
     from convnext_dense.apis.cli import (build_runner, enable_visualization,
-                                       load_config)
+                                       flatten_seg_pictures, load_config)
+    from convnext_dense.apis.task import detect_task
 
     if 'OMP_NUM_THREADS' not in os.environ:
         # these small models run best on one intra-op thread where other
@@ -133,6 +134,8 @@ def run_demo(name: str,
     runner.train()
     trained = time.perf_counter()
     metrics = runner.test()
+    if detect_task(cfg) == 'seg':  # as detection: vis/<image name>.png
+        flatten_seg_pictures(osp.join(work_dir, 'vis'))
     print_log(
         f'demo {name}: trained in {trained - start:.0f} s, evaluated in '
         f'{time.perf_counter() - trained:.0f} s; painted predictions in '
