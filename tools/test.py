@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
         select_device(args.device)
         cfg = load_config(args.config, args.cfg_options, args.launcher,
                           args.work_dir, args.data_root, args.cfg_new_keys)
-        cfg.load_from = resolve_checkpoint(args.checkpoint)
+        # a URL goes to the Runner's loader (downloaded to the cache)
+        cfg.load_from = args.checkpoint if '://' in args.checkpoint else \
+            resolve_checkpoint(args.checkpoint)
     except (*CONFIG_ERRORS, FileNotFoundError, ValueError) as err:
         sys.exit(f'error: {err}')
     require_matching_checkpoint(cfg, args.allow_partial)
