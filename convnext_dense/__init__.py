@@ -4,11 +4,14 @@ Importing the package registers everything under the ``convnext_dense``
 registry scope; configs load it with ``custom_imports=dict(imports=
 ['convnext_dense'], allow_failed_imports=False)``.
 """
-# first: mmcv's missing compiled ops, before anything imports mmcv.ops
-from . import ops  # noqa: F401,I001
-from . import models  # noqa: F401  (registers ConvNeXt)
-from . import engine  # noqa: F401
-from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+# first: the harmless third-party warnings mmengine's import raises
+from .known_warnings import filter_known_warnings  # noqa: I001
+filter_known_warnings()
+# then: mmcv's missing compiled ops, before anything imports mmcv.ops
+from . import ops  # noqa: F401,E402,I001
+from . import models  # noqa: F401,E402  (registers ConvNeXt)
+from . import engine  # noqa: F401,E402
+from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS  # noqa: E402
 
 __version__ = '0.1.0'
 __all__ = ['MODELS', 'OPTIM_WRAPPER_CONSTRUCTORS', '__version__']

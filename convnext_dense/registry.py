@@ -11,6 +11,7 @@ from mmengine.registry import \
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
 
 SCOPE = 'convnext_dense'
@@ -37,4 +38,8 @@ MODEL_WRAPPERS = Registry(
 
 TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,
+    locations=['convnext_dense.engine'])
+
+VISUALIZERS = Registry(
+    'visualizer', parent=MMENGINE_VISUALIZERS, scope=SCOPE,
     locations=['convnext_dense.engine'])

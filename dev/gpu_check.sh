@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one run (issue 5): the GPU fast-path tests and the
+# The GPU checks in one run: the GPU fast-path tests and the
 # benchmark on the GPU, written to OUT/benchmarks_gpu.md with the logs.
 #
 #   bash dev/gpu_check.sh [WHEELS] [OUT=work_dirs/gpu_check]

@@ -22,7 +22,8 @@ PACKAGE = REPO / 'convnext_dense'
 # 'convnext_dense' is the package's __init__: importing it registers the
 # ops, the model and the training machinery.
 LAYERS = (
-    ('base', ('paths', 'registry', 'optional', 'fileio', 'toy_data')),
+    ('base', ('paths', 'registry', 'optional', 'fileio', 'known_warnings',
+              'toy_data')),
     ('ops', ('ops',)),
     ('models', ('models',)),
     ('checkpoint', ('checkpoint',)),

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
+from convnext_dense.apis.config_args import add_cfg_arguments
 from convnext_dense.apis.demo import TASKS
 
 
@@ -21,9 +20,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('task', choices=sorted(TASKS))
     parser.add_argument('--work-dir', help='default: work_dirs/demo_<task>')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help='override demo config entries, e.g. train_cfg.max_epochs=1')
+    add_cfg_arguments(parser, 'train_cfg.max_epochs=1')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
     return parser.parse_args(argv)
 
 
@@ -31,11 +31,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from mmengine.logging import print_log
 
+    from convnext_dense.apis.config_args import CONFIG_ERRORS
     from convnext_dense.apis.demo import run_demo  # noqa: E402
     from convnext_dense.fileio import OutputOverwritesInputError
     try:
-        metrics = run_demo(args.task, args.work_dir, args.cfg_options)
-    except OutputOverwritesInputError as err:  # raised before any work
+        metrics = run_demo(args.task, args.work_dir, args.cfg_options,
+                           allow_new_keys=args.cfg_new_keys,
+                           verbose=args.verbose)
+    except (*CONFIG_ERRORS, OutputOverwritesInputError) as err:
         sys.exit(f'error: {err}')
     print_log('demo metrics: ' + ', '.join(
         f'{key}={value:.3f}' if isinstance(value, float) else f'{key}={value}'

@@ -1,7 +1,8 @@
 """Paint a model's predictions on an image or a folder of images.
 
     python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir DIR
-        [--score-thr 0.3] [--opacity 0.5] [--device cpu]
+        [--score-thr 0.3] [--opacity 0.5] [--device cpu] [--max-side 4096]
+        [--cfg-options KEY=VALUE ...]
     python tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR \\
         --backend onnxruntime
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convnext_dense.apis.config_args import add_cfg_arguments
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default=None,
                         help="e.g. 'cpu', 'cuda:0' (default: cuda:0 if "
                         'available, else cpu)')
+    parser.add_argument('--max-side', type=int, default=4096,
+                        help='scale larger images down to this longest side '
+                        'before predicting (0: never)')
+    add_cfg_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
     parser.add_argument('--backend', default='pytorch',
                         choices=('pytorch', 'onnxruntime'),
                         help='run the PyTorch model or an exported ONNX '
@@ -56,6 +63,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
     import torch
 
+    from convnext_dense.apis.config_args import CONFIG_ERRORS
     from convnext_dense.apis.images import (OutputOverwritesInputError,
                                             UnreadableImageError)
     from convnext_dense.apis.inference import run_inference
@@ -66,8 +74,9 @@ def main(argv: list[str] | None = None) -> list[str]:
         return run_inference(
             args.config, args.checkpoint, args.input, args.out_dir,
             device=device, score_thr=args.score_thr, opacity=args.opacity,
-            backend=args.backend)
-    except (FileNotFoundError, OutputOverwritesInputError,
+            backend=args.backend, max_side=args.max_side or None,
+            cfg_options=args.cfg_options, allow_new_keys=args.cfg_new_keys)
+    except (FileNotFoundError, OutputOverwritesInputError, *CONFIG_ERRORS,
             UnreadableImageError, *CHECKPOINT_ERRORS) as err:
         # the message says what is wrong; a traceback would bury it
         sys.exit(f'error: {err}')

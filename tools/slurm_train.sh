@@ -5,8 +5,11 @@
 #       [train.py options ...]
 #
 # GPUS (default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5) and SRUN_ARGS
-# (extra srun options) come from the environment.
+# (extra srun options) come from the environment; the interpreter: PYTHON,
+# else the repository's .venv/bin/python, else python3.
 set -euo pipefail
+source "$(dirname "$0")/launch_common.sh"
+check_args 4 "$@"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -15,7 +18,6 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 # shellcheck disable=SC2086  # SRUN_ARGS holds several options
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
@@ -27,5 +29,5 @@ srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    "${PYTHON:-python}" -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" \
+    "$PY" -u "$ROOT/tools/train.py" "$CONFIG" --work-dir="$WORK_DIR" \
     --launcher=slurm "${@:5}"

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a config's test set.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--device cpu] [--work-dir DIR]
+        [--out FILE.pkl]
         [--show-dir DIR] [--show] [--tta] [--allow-partial]
         [--data-root PATH] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
@@ -8,21 +9,27 @@
 Detection configs report COCO box/mask AP (CocoMetric), segmentation
 configs mIoU; multi-GPU: tools/dist_test.sh. A checkpoint that does not fit
 the config's model is refused, naming the missing, unexpected and
-mis-shaped tensors, unless --allow-partial.
+mis-shaped tensors, unless --allow-partial. CONFIG and CHECKPOINT may both
+be a training work dir, as in tools/infer.py.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import os.path as osp
 import sys
 
-from mmengine.config import DictAction
+from convnext_dense.apis.config_args import add_cfg_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('config', help='config file or training work dir')
+    parser.add_argument('checkpoint',
+                        help='checkpoint file or training work dir')
+    parser.add_argument('--device', default=None,
+                        help="'cpu', 'cuda' or 'cuda:N' (default: cuda if "
+                        'available, else cpu)')
     parser.add_argument('--work-dir', help='where the metrics log goes '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--out', metavar='FILE.pkl',
@@ -44,9 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--data-root', metavar='PATH',
         help='data_root of every dataset (evaluator annotation files '
         'follow); unlike --cfg-options, paths may contain blanks')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help="override config entries (lists: key='[a,b]')")
+    add_cfg_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
@@ -65,17 +73,25 @@ def main(argv: list[str] | None = None) -> dict:
                                          load_config,
                                          require_matching_checkpoint)
 
+    from convnext_dense.apis.cli import flatten_seg_pictures, select_device
+    from convnext_dense.apis.config_args import CONFIG_ERRORS
+    from convnext_dense.apis.inference import resolve_checkpoint
     from convnext_dense.apis.outputs import (OutputOverwritesInputError,
                                              check_run_outputs)
-
-    cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir, args.data_root)
-    cfg.load_from = args.checkpoint
-    try:  # before anything is built or written
+    from convnext_dense.tasks import detect_task
+    try:
+        select_device(args.device)
+        cfg = load_config(args.config, args.cfg_options, args.launcher,
+                          args.work_dir, args.data_root, args.cfg_new_keys)
+        # a URL goes to the Runner's loader (downloaded to the cache)
+        cfg.load_from = args.checkpoint if '://' in args.checkpoint else \
+            resolve_checkpoint(args.checkpoint)
+        # before anything is built or written
         check_run_outputs(cfg, ('test', ), [
             ('--show-dir', args.show_dir), ('--out', args.out),
             ('--work-dir', args.work_dir)])
-    except OutputOverwritesInputError as err:
+    except (*CONFIG_ERRORS, OutputOverwritesInputError, FileNotFoundError,
+            ValueError) as err:
         sys.exit(f'error: {err}')
     require_matching_checkpoint(cfg, args.allow_partial)
     # a missing or wrong data path is named with its config key up front
@@ -85,13 +101,16 @@ def main(argv: list[str] | None = None) -> dict:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)
-    runner = build_runner(cfg, training=False)
+    runner = build_runner(cfg, training=False, verbose=args.verbose)
     if args.out:
         dump_predictions(runner, args.out)
     try:
-        return runner.test()
+        metrics = runner.test()
     except CHECKPOINT_ERRORS as err:
         sys.exit(f'error: {err}')  # the message names file and tensors
+    if args.show_dir and detect_task(cfg) == 'seg':
+        flatten_seg_pictures(osp.abspath(args.show_dir))
+    return metrics
 
 
 if __name__ == '__main__':

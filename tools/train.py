@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
+from convnext_dense.apis.config_args import add_cfg_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,10 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--data-root', metavar='PATH',
         help='data_root of every dataset (evaluator annotation files '
         'follow); unlike --cfg-options, paths may contain blanks')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help='override config entries, e.g. train_cfg.max_epochs=2 '
-        "model.backbone.arch=small (lists: key='[a,b]')")
+    add_cfg_arguments(parser,
+                      'train_cfg.max_epochs=2 model.backbone.arch=small')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
@@ -54,10 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from convnext_dense.apis.cli import load_config, train
+    from convnext_dense.apis.config_args import CONFIG_ERRORS
     from convnext_dense.fileio import OutputOverwritesInputError
 
-    cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir, args.data_root)
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.launcher,
+                          args.work_dir, args.data_root, args.cfg_new_keys)
+    except CONFIG_ERRORS as err:
+        sys.exit(f'error: {err}')
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     try:
-        train(cfg)
+        train(cfg, args.verbose)
     except OutputOverwritesInputError as err:  # raised before any work
         sys.exit(f'error: {err}')
 

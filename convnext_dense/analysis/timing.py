@@ -52,7 +52,7 @@ def device_settings(args: argparse.Namespace,
     """Full sizes are those of the task; --quick sizes finish in minutes on 2
     CPU cores. bf16 autocast on a CPU without native bf16 instructions runs
     about 10x slower than fp32 (measured: 8.1 s vs 0.7 s for a 2x224x224
-    forward on the development machine's EPYC), so --quick times it on a
+    forward on the test machine's EPYC), so --quick times it on a
     smaller input."""
     cuda = device.type == 'cuda'
     if args.quick:

@@ -9,36 +9,46 @@ differ (where painted test images go, how predictions are dumped) branch on
 from __future__ import annotations
 
 import os.path as osp
+import re
 
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
 from ..tasks import detect_task
+from .config_args import check_cfg_options, find_config
 
 
 def load_config(path: str,
                 cfg_options: dict | None = None,
                 launcher: str = 'none',
                 work_dir: str | None = None,
-                data_root: str | None = None) -> Config:
+                data_root: str | None = None,
+                allow_new_keys: bool = False) -> Config:
     """Load a config, merge command-line overrides, and set the work dir
     and the distributed timeout (:func:`~convnext_dense.engine.distributed.
     set_dist_timeout`).
 
     Args:
-        path: Config file.
-        cfg_options: ``key=value`` overrides (``DictAction`` output).
-            Defaults to None.
+        path: Config file, or a Runner work dir holding one
+            (:func:`~.config_args.find_config`: a typo is named with the
+            nearest existing config).
+        cfg_options: ``key=value`` overrides (``DictAction`` output); a key
+            the config does not have is refused, naming the nearest one
+            (:func:`~.config_args.check_cfg_options`). Defaults to None.
         launcher: 'none', 'pytorch', 'slurm' or 'mpi'. Defaults to 'none'.
         work_dir: Work directory; None keeps the config's ``work_dir`` or
             falls back to ``work_dirs/<config name>``. Defaults to None.
         data_root: ``--data-root``: see :func:`set_data_root`. Defaults to
             None (the config's).
+        allow_new_keys: Let ``cfg_options`` add keys (``--cfg-new-keys``).
+            Defaults to False.
     """
     from convnext_dense.engine.distributed import set_dist_timeout
+    path = find_config(path)
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
+        check_cfg_options(cfg, cfg_options, allow_new_keys)
         cfg.merge_from_dict(cfg_options)
     set_dist_timeout(cfg)
     if data_root is not None:
@@ -83,14 +93,16 @@ def set_data_root(cfg: Config, data_root: str) -> None:
                     data_root, ann_file[len(old):].lstrip('/'))
 
 
-def build_runner(cfg: Config, training: bool = True) -> Runner:
-    """The config's ``runner_type`` if it names one, else mmengine's Runner,
-    dumping its config safely (:func:`~convnext_dense.engine.runner.
-    runner_class`); ``training=False`` (``tools/test.py``) dumps it into the
-    run's log dir, leaving a training's dumped config in the work dir
-    alone."""
+def build_runner(cfg: Config, training: bool = True,
+                 verbose: bool = False) -> Runner:
+    """The config's ``runner_type`` if it names one, else mmengine's Runner
+    (unless ``verbose``, :class:`~convnext_dense.engine.quiet.QuietRunner`,
+    which keeps the config, environment and hook dumps in the work dir's log
+    file only), dumping its config safely (:func:`~convnext_dense.engine.
+    runner.runner_class`); ``training=False`` (``tools/test.py``) dumps it
+    into the run's log dir, leaving a training's dumped config in the work
+    dir alone."""
     from convnext_dense.engine.runner import runner_class
-    base = Runner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         with RUNNERS.switch_scope_and_registry(
@@ -99,10 +111,15 @@ def build_runner(cfg: Config, training: bool = True) -> Runner:
         if base is None:
             raise KeyError(f'runner_type {cfg.runner_type!r} is not a '
                            'registered Runner')
+    elif verbose:
+        base = Runner
+    else:
+        from convnext_dense.engine.quiet import QuietRunner
+        base = QuietRunner
     return runner_class(base, training).from_cfg(cfg)
 
 
-def train(cfg: Config):
+def train(cfg: Config, verbose: bool = False):
     """Check the config, then train it with mmengine's Runner.
 
     Before anything is built or written to the work dir: a work dir that is
@@ -124,7 +141,8 @@ def train(cfg: Config):
     copied or moved work dir). The work dir is locked for the
     training (:func:`work_dir_lock`: a second training in it is refused,
     naming the first). An empty dataset is explained rather than reported
-    as a failed concatenation.
+    as a failed concatenation. Unless ``verbose``, the config, environment
+    and hook dumps go to the log file only (:func:`build_runner`).
 
     Returns:
         The trained model (``Runner.train``'s return value).
@@ -151,7 +169,7 @@ def train(cfg: Config):
     finished = False
     try:
         with work_dir_lock(cfg.work_dir), explain_dataset_errors():
-            model = build_runner(cfg).train()
+            model = build_runner(cfg, verbose=verbose).train()
         finished = True
     finally:
         # after an error the other ranks may never reach a barrier
@@ -204,6 +222,43 @@ def enable_visualization(cfg: Config,
             hook['test_out_dir'] = show_dir
         else:
             cfg.visualizer['save_dir'] = show_dir
+
+
+def flatten_seg_pictures(show_dir: str) -> list[str]:
+    """Move mmseg's painted test images to ``show_dir/<image name>.png``.
+
+    mmseg's visualizer writes ``show_dir/vis_data/vis_image/<file>_<step>
+    .png`` (e.g. ``ADE_val_1.jpg_800.png``); detection pictures land flat in
+    ``show_dir`` already. Returns the files, sorted.
+    """
+    import glob
+    import os
+    import re
+    nested = osp.join(show_dir, 'vis_data', 'vis_image')
+    moved = []
+    for path in sorted(glob.glob(osp.join(nested, '*.png'))):
+        # <name>[.<ext>]_<step>.png -> <name>.png
+        name = re.sub(r'(\.[A-Za-z]+)?_\d+\.png$', '.png',
+                      osp.basename(path))
+        os.replace(path, osp.join(show_dir, name))
+        moved.append(osp.join(show_dir, name))
+    return moved
+
+
+def select_device(device: str | None) -> None:
+    """Make the Runner use ``device`` ('cpu', 'cuda' or 'cuda:N'; None:
+    cuda if available): mmengine places the model on the first visible
+    GPU, so this sets ``CUDA_VISIBLE_DEVICES`` (before CUDA starts)."""
+    import os
+    if device is None or device == 'cuda':
+        return
+    if device == 'cpu':
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    elif re.fullmatch(r'cuda:\d+', device):
+        os.environ['CUDA_VISIBLE_DEVICES'] = device.split(':')[1]
+    else:
+        raise ValueError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got "
+                         f'{device!r}')
 
 
 def enable_tta(cfg: Config) -> None:

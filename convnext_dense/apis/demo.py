@@ -86,14 +86,21 @@ def prepare_data(task: DemoTask, data_root: str | None = None) -> str:
 
 def run_demo(name: str,
              work_dir: str | None = None,
-             cfg_options: dict | None = None) -> dict:
+             cfg_options: dict | None = None,
+             allow_new_keys: bool = False,
+             verbose: bool = False) -> dict:
     """Run one demo end to end: data, training, evaluation, painting.
 
     Args:
         name: A key of :data:`TASKS` ('det' or 'seg').
         work_dir: Overrides the task's work dir. Defaults to None.
         cfg_options: Config overrides (as ``--cfg-options`` gives them),
-            e.g. a shorter schedule. Defaults to None.
+            e.g. a shorter schedule; keys the config does not have are
+            refused. Defaults to None.
+        allow_new_keys: Accept new keys in ``cfg_options``. Defaults to
+            False.
+        verbose: Also print the config, environment and hook dumps (they
+            are in the work dir's log file either way). Defaults to False.
 
     Returns:
         The test metrics, e.g. ``{'coco/bbox_mAP': ..., 'coco/segm_mAP':
@@ -109,7 +116,8 @@ def run_demo(name: str,
     task = TASKS[name]
     # imported here: the helpers pull in mmengine's Runner
     from convnext_dense.apis.cli import (build_runner, enable_visualization,
-                                       load_config)
+                                       flatten_seg_pictures, load_config)
+    from convnext_dense.tasks import detect_task
 
     if 'OMP_NUM_THREADS' not in os.environ:
         # these small models run best on one intra-op thread where other
@@ -120,7 +128,7 @@ def run_demo(name: str,
     from .outputs import check_run_outputs
     work_dir = work_dir or task.work_dir
     cfg = load_config(osp.join(REPO_ROOT, task.config), cfg_options,
-                      work_dir=work_dir)
+                      work_dir=work_dir, allow_new_keys=allow_new_keys)
     vis_dir = osp.abspath(osp.join(work_dir, 'vis'))
     check_run_outputs(cfg, ('train', 'test'), [('the pictures folder',
                                                  vis_dir)])
@@ -129,11 +137,13 @@ def run_demo(name: str,
     # end, and paints the predictions at the same time
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     enable_visualization(cfg, show_dir=vis_dir)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, verbose=verbose)
     start = time.perf_counter()
     runner.train()
     trained = time.perf_counter()
     metrics = runner.test()
+    if detect_task(cfg) == 'seg':  # as detection: vis/<image name>.png
+        flatten_seg_pictures(osp.join(work_dir, 'vis'))
     print_log(
         f'demo {name}: trained in {trained - start:.0f} s, evaluated in '
         f'{time.perf_counter() - trained:.0f} s; painted predictions in '

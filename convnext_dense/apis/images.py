@@ -122,3 +122,61 @@ def read_image(path: str) -> np.ndarray:
         raise UnreadableImageError(
             f'cannot read image {path}: not a decodable image file')
     return image
+
+
+# the longest side an image is predicted at (apis.Inferencer's max_side):
+# at 6000x4000 a detector's masks and a segmentor's logits are pasted at
+# full size (gigabytes for 150 classes); the models see at most 2048 anyway
+MAX_SIDE = 4096
+
+
+class BadImageError(ValueError):
+    """An in-memory image that is not (H, W, 3) uint8."""
+
+
+def check_image(image, rgb: bool = False) -> np.ndarray:
+    """The BGR uint8 (H, W, 3) array the models take, from ``image``.
+
+    Args:
+        image: An (H, W, 3) uint8 array, BGR as ``cv2.imread`` and
+            ``mmcv.imread`` give it (PIL, timm and Hugging Face give RGB:
+            pass ``rgb=True``).
+        rgb: ``image`` is RGB; it is flipped to BGR. Defaults to False.
+
+    Raises:
+        BadImageError: For another type, shape or dtype, saying how to
+            convert (a float image in [0, 1] would otherwise be taken as
+            nearly black and give no detections).
+    """
+    if not isinstance(image, np.ndarray):
+        raise BadImageError(
+            f'expected an (H, W, 3) uint8 numpy array, got '
+            f'{type(image).__name__} (a PIL image: np.asarray(img) and '
+            'rgb=True)')
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise BadImageError(
+            f'expected an (H, W, 3) image, got shape {image.shape} '
+            '(grayscale: np.stack([img] * 3, -1); RGBA: img[..., :3]; '
+            'one image at a time, not a batch)')
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating) and image.size and \
+                float(image.min()) >= 0 and float(image.max()) <= 1:
+            hint = ('its values lie in [0, 1]: convert with '
+                    '(img * 255).round().astype(np.uint8)')
+        else:
+            hint = 'convert with img.clip(0, 255).astype(np.uint8)'
+        raise BadImageError(
+            f'expected a uint8 image (0-255), got {image.dtype}; {hint}')
+    return np.ascontiguousarray(image[..., ::-1]) if rgb else image
+
+
+def cap_size(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` scaled down so its longest side is at most ``max_side``
+    (None: unchanged)."""
+    height, width = image.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return image
+    import cv2
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

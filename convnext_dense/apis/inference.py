@@ -33,7 +33,9 @@ from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
                                                     state_dict_of)
 from convnext_dense.tasks import detect_task, inference_pipeline
 
-from .images import (UnreadableImageError, check_outputs, list_images,
+from .config_args import find_config
+from .images import (MAX_SIDE, UnreadableImageError,
+                     cap_size, check_image, check_outputs, list_images,
                      output_files, read_image)
 
 BACKENDS = ('pytorch', 'onnxruntime')
@@ -44,22 +46,15 @@ BACKENDS = ('pytorch', 'onnxruntime')
 # ---------------------------------------------------------------------------
 
 def resolve_config(path: str) -> str:
-    """A config file, or the single config a Runner dumped into a work dir.
+    """A config file, or the single config a Runner dumped into a work dir
+    (:func:`~.config_args.find_config`).
 
     Raises:
-        FileNotFoundError: If there is no such file, or the directory holds
-            no ``*.py`` config or several.
+        FileNotFoundError: If there is no such file (naming the nearest
+            existing config), or the directory holds no ``*.py`` config or
+            several.
     """
-    if osp.isfile(path):
-        return path
-    if not osp.isdir(path):
-        raise FileNotFoundError(f'config not found: {path}')
-    found = sorted(glob.glob(osp.join(path, '*.py')))
-    if len(found) != 1:
-        raise FileNotFoundError(
-            f'{path} is a directory; expected one config (*.py) in it, as a '
-            f'Runner work dir has, found {len(found)}: {found}')
-    return found[0]
+    return find_config(path)
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -210,6 +205,17 @@ class Inferencer:
             file of ``tools/export_onnx.py`` (class names from its
             metadata; see :mod:`convnext_dense.deploy.runtime`). Defaults
             to 'pytorch'.
+        max_side: Images with a longer side are scaled down to it before
+            the model runs, and painted at that size (a warning says so):
+            a 6000x4000 photo otherwise gets masks or logits at full size.
+            None: never. Defaults to 4096.
+        cfg_options: Config overrides, as ``--cfg-options`` gives them; a
+            key the config does not have is refused. Defaults to None.
+        allow_new_keys: Let ``cfg_options`` add keys. Defaults to False.
+
+    Images are (H, W, 3) uint8 arrays in BGR order (``cv2.imread``);
+    ``predict(img, rgb=True)`` takes RGB (PIL, timm, Hugging Face). Other
+    dtypes or shapes raise :class:`BadImageError` saying how to convert.
     """
 
     def __init__(self,
@@ -218,8 +224,12 @@ class Inferencer:
                  device: str = 'cpu',
                  score_thr: float = 0.3,
                  opacity: float = 0.5,
-                 backend: str = 'pytorch') -> None:
+                 backend: str = 'pytorch',
+                 max_side: int | None = MAX_SIDE,
+                 cfg_options: dict | None = None,
+                 allow_new_keys: bool = False) -> None:
         import convnext_dense  # noqa: F401  (registers the backbone)
+        from .config_args import check_cfg_options
 
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}; got '
@@ -227,8 +237,12 @@ class Inferencer:
         self.backend = backend
         self.config_file = resolve_config(config)
         cfg = Config.fromfile(self.config_file)
+        if cfg_options:
+            check_cfg_options(cfg, cfg_options, allow_new_keys)
+            cfg.merge_from_dict(cfg_options)
         self.task = detect_task(cfg)
         self.score_thr = score_thr
+        self.max_side = max_side
         if backend == 'onnxruntime':
             from convnext_dense.deploy.runtime import load_onnx_model
             if not osp.isfile(checkpoint):
@@ -264,7 +278,7 @@ class Inferencer:
         # a visualizer of our own, not the global instance a Runner may hold
         name = f'convnext_dense_infer_{id(self)}'
         if self.task == 'det':
-            from mmdet.visualization import DetLocalVisualizer
+            from convnext_dense.engine.quiet import DetLocalVisualizer
             visualizer = DetLocalVisualizer(name=name, alpha=0.5)
             visualizer.dataset_meta = self.model.dataset_meta
         else:
@@ -273,14 +287,32 @@ class Inferencer:
             visualizer.set_dataset_meta(**self.model.dataset_meta)
         return visualizer
 
-    def predict(self, image: np.ndarray):
-        """Run the model on one (H, W, 3) BGR image.
+    def prepare(self, image: np.ndarray, rgb: bool = False) -> np.ndarray:
+        """The checked BGR uint8 image the model sees: ``image``
+        (:func:`~.images.check_image`), scaled down to ``max_side``."""
+        image = check_image(image, rgb)
+        capped = cap_size(image, self.max_side)
+        if capped is not image:
+            print_log(
+                f'image of {image.shape[1]}x{image.shape[0]} is larger than '
+                f'max_side={self.max_side}: predicted and painted at '
+                f'{capped.shape[1]}x{capped.shape[0]} (set max_side, '
+                'tools/infer.py --max-side, to change)', logger='current',
+                level=logging.WARNING)
+        return capped
+
+    def predict(self, image: np.ndarray, rgb: bool = False):
+        """Run the model on one (H, W, 3) uint8 image, BGR unless ``rgb``.
 
         Returns:
             A ``DetDataSample`` (``pred_instances``: boxes, scores, labels,
             masks) or a ``SegDataSample`` (``pred_sem_seg``), at the size of
-            the input image.
+            the input image (at most ``max_side``).
+
+        Raises:
+            BadImageError: For an image that is not (H, W, 3) uint8.
         """
+        image = self.prepare(image, rgb)
         if self.backend == 'onnxruntime':
             return self.model.predict(image)
         if self.task == 'det':
@@ -289,14 +321,16 @@ class Inferencer:
         from mmseg.apis import inference_model
         return inference_model(self.model, image)
 
-    def draw(self, image: np.ndarray, result, out_file: str | None = None
-             ) -> np.ndarray:
-        """Paint a prediction over its (H, W, 3) BGR image.
+    def draw(self, image: np.ndarray, result, out_file: str | None = None,
+             rgb: bool = False) -> np.ndarray:
+        """Paint a prediction over its (H, W, 3) uint8 image, BGR unless
+        ``rgb``.
 
         Returns:
             The painted image, RGB, the size of the input; also written to
             ``out_file`` if given.
         """
+        image = cap_size(check_image(image, rgb), self.max_side)
         rgb = np.ascontiguousarray(image[..., ::-1])
         kwargs = dict(pred_score_thr=self.score_thr) if self.task == 'det' \
             else dict(with_labels=True)
@@ -320,7 +354,10 @@ def run_inference(config: str,
                   score_thr: float = 0.3,
                   opacity: float = 0.5,
                   progress: bool = True,
-                  backend: str = 'pytorch') -> list[str]:
+                  backend: str = 'pytorch',
+                  max_side: int | None = MAX_SIDE,
+                  cfg_options: dict | None = None,
+                  allow_new_keys: bool = False) -> list[str]:
     """Paint the predictions of a model on an image or a folder of images.
 
     Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
@@ -339,6 +376,7 @@ def run_inference(config: str,
         progress: Show a progress bar. Defaults to True.
         backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
             file. Defaults to 'pytorch'.
+        max_side, cfg_options, allow_new_keys: As :class:`Inferencer`'s.
 
     Returns:
         The written files, in input order.
@@ -361,7 +399,9 @@ def run_inference(config: str,
         read_image(images[0][0])  # one named image: fail fast if broken
     inferencer = Inferencer(config, checkpoint, device=device,
                             score_thr=score_thr, opacity=opacity,
-                            backend=backend)
+                            backend=backend, max_side=max_side,
+                            cfg_options=cfg_options,
+                            allow_new_keys=allow_new_keys)
     print_log(
         f'{inferencer.task}: {inferencer.config_file} with '
         f'{inferencer.checkpoint_file}, {len(images)} image(s) -> {out_dir}',

@@ -18,6 +18,9 @@ the run (naming the file and the config key if it does not parse), counts
 the boxes mmdet would drop and warns once per file with the counts, refuses
 a training set left with no box, and reads the label maps of segmentation
 datasets (all of them, or an evenly spaced sample of ``max_label_maps``).
+:func:`check_annotations` also checks that every file the run will read
+exists (:func:`~.data_checks.check_listed_files`): the COCO images the
+annotation file names, and the label map of every segmentation image.
 :func:`add_label_checks` puts :class:`CheckSegLabels` after every
 ``LoadAnnotations`` of a segmentation training pipeline, so a bad label map
 outside the sample is named when training meets it.
@@ -36,7 +39,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..registry import TRANSFORMS
-from .data_checks import dataset_cfgs
+from .data_checks import check_listed_files, dataset_cfgs
 
 IGNORE_INDEX = 255  # mmseg's default ignore_index
 
@@ -164,6 +167,40 @@ def _seg_settings(cfg: Config, dataset: dict) -> Optional[tuple[int, bool]]:
     return num_classes, bool(reduce)
 
 
+def _join(root: str, path: str) -> str:
+    return path if osp.isabs(path) or not root else osp.join(root, path)
+
+
+def _check_seg_pairs(dataset: dict, where: str) -> None:
+    """Every image of a segmentation dataset has its label map, as mmseg
+    1.x's ``BaseSegDataset.load_data_list`` pairs them (the image's path
+    relative to ``img_path`` with ``img_suffix`` swapped for
+    ``seg_map_suffix``, under ``seg_map_path``)."""
+    root = dataset.get('data_root') or ''
+    prefix = dataset.get('data_prefix') or {}
+    img_dir = _join(root, prefix.get('img_path') or '')
+    seg_dir = _join(root, prefix.get('seg_map_path') or '')
+    img_suffix = dataset.get('img_suffix', '.jpg')
+    seg_suffix = dataset.get('seg_map_suffix', '.png')
+    ann_file = _join(root, dataset.get('ann_file') or '')
+    listed = bool(dataset.get('ann_file')) and osp.isfile(ann_file)
+    if listed:  # a text file of names without suffixes
+        with open(ann_file, encoding='utf-8') as f:
+            names = [line.strip() for line in f if line.strip()]
+        listed_by = f"'{ann_file}'"
+    else:
+        names = [osp.relpath(path, img_dir)[:-len(img_suffix)]
+                 for path in _label_maps(img_dir, img_suffix)]
+        listed_by = f"the images under '{img_dir}'"
+    if listed:
+        check_listed_files([osp.join(img_dir, name + img_suffix)
+                            for name in names], f'{where}.data_prefix.'
+                           'img_path', listed_by)
+    check_listed_files([osp.join(seg_dir, name + seg_suffix)
+                        for name in names],
+                       f'{where}.data_prefix.seg_map_path', listed_by)
+
+
 def check_annotations(cfg: Config, splits: Sequence[str] = ('train', 'val'),
                       max_label_maps: int = 100) -> None:
     """Read what the run's datasets hold, before anything is built.
@@ -198,7 +235,17 @@ def check_annotations(cfg: Config, splits: Sequence[str] = ('train', 'val'),
                 if isinstance(coco, dict) and 'annotations' in coco:
                     _check_coco(coco, path, f'{where}.ann_file',
                                 _classes(cfg, dataset), split == 'train')
+                if isinstance(coco, dict) and 'images' in coco:
+                    # mmdet 3.x CocoDataset: data_prefix.img + file_name
+                    img_dir = _join(root, (dataset.get('data_prefix')
+                                           or {}).get('img') or '')
+                    check_listed_files(
+                        [osp.join(img_dir, img['file_name'])
+                         for img in coco['images']],
+                        f'{where}.data_prefix.img', f"'{path}'")
             seg_dir = (dataset.get('data_prefix') or {}).get('seg_map_path')
+            if seg_dir and cfg.get('default_scope') == 'mmseg':
+                _check_seg_pairs(dataset, where)
             settings = _seg_settings(cfg, dataset) if seg_dir else None
             if settings is None:
                 continue

@@ -224,7 +224,7 @@ def test_get_flops_tool_writes_report(tmp_path):
     main = runpy.run_path(str(REPO / 'tools' / 'analysis' / 'get_flops.py'),
                           run_name='get_flops')['main']
     [(name, measured)] = main(
-        [str(config), '--shape', '128', '64', '--out', str(out)])
+        [str(config), '--shape', '64', '128', '--out', str(out)])  # H W
     assert name == 'tiny_upernet'
     assert measured.input_size == (128, 64)
     text = out.read_text()
@@ -246,3 +246,14 @@ def test_t_configs_match_paper(name):
     assert measured.input_size == paper.input_size
     assert measured.params / 1e6 == pytest.approx(paper.params_m, rel=0.02)
     assert measured.flops / 1e9 == pytest.approx(paper.gflops, rel=0.02)
+
+
+def test_get_flops_without_config_asks_for_all():
+    # it used to start counting every config: 6-11 minutes on two cores
+    main = runpy.run_path(str(REPO / 'tools' / 'analysis' / 'get_flops.py'),
+                          run_name='get_flops')['main']
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == (
+        'error: name CONFIG files, or --all for every model config '
+        '(6-11 minutes on two cores)')

@@ -69,3 +69,14 @@ def test_tta_wraps_the_model_and_swaps_the_innermost_pipeline():
 def test_tta_without_config_entries_is_refused():
     with pytest.raises(ValueError, match='tta_model and tta_pipeline'):
         enable_tta(config('mmdet'))
+
+
+def test_seg_pictures_are_flattened(tmp_path):
+    from convnext_dense.apis.cli import flatten_seg_pictures
+    nested = tmp_path / 'vis_data' / 'vis_image'
+    nested.mkdir(parents=True)
+    for name in ('ADE_val_00000001.jpg_40.png', 'b.png_3.png'):
+        (nested / name).write_bytes(b'png')
+    assert flatten_seg_pictures(str(tmp_path)) == [
+        str(tmp_path / 'ADE_val_00000001.png'), str(tmp_path / 'b.png')]
+    assert list(nested.iterdir()) == []

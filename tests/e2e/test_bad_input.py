@@ -116,9 +116,25 @@ def test_missing_annotation_file(toy_coco, work_dir, expect_untouched):
         f"'{toy_coco}/annotations/missing.json' does not exist")
 
 
+def test_truncated_image_found_before_training(data, work_dir,
+                                              expect_untouched):
+    # every training image cut to its first 100 bytes: the decoded sample
+    # of the listed files names one before anything is built
+    for image in (data / 'train2017').iterdir():
+        image.write_bytes(image.read_bytes()[:100])
+    with pytest.raises(OSError) as info:
+        train(data, work_dir)
+    assert str(info.value).startswith(
+        f"train_dataloader.dataset.data_prefix.img: '{data}/train2017/")
+    assert 'does not decode as an image' in str(info.value)
+
+
 @pytest.mark.parametrize('num_workers', [0, 1])
-def test_truncated_image(data, work_dir, expect_untouched, num_workers):
-    # every training image cut to its first 100 bytes: the first batch fails
+def test_truncated_image(data, work_dir, expect_untouched, num_workers,
+                         monkeypatch):
+    # every training image cut to its first 100 bytes, and no sample decoded
+    # up front (a truncated file outside the sample): the first batch fails
+    monkeypatch.setattr('convnext_dense.engine.data_checks.DECODE_SAMPLE', 0)
     for image in (data / 'train2017').iterdir():
         image.write_bytes(image.read_bytes()[:100])
     with pytest.raises(AssertionError) as info:
@@ -144,8 +160,11 @@ def test_annotation_names_missing_image(data, work_dir, expect_untouched):
         image.unlink()
     with pytest.raises(FileNotFoundError) as info:
         train(data, work_dir)
-    assert f"No such file or directory: '{data}/train2017/0000000000" in str(
-        info.value)
+    # named before anything is built (it used to be the first batch's error)
+    assert str(info.value).startswith(
+        'train_dataloader.dataset.data_prefix.img: 4 of the 4 files listed '
+        f"by '{data}/annotations/instances_train2017.json' do not exist: "
+        f"'{data}/train2017/0000000000")
 
 
 def test_empty_dataset(data, work_dir, expect_untouched):
@@ -161,9 +180,17 @@ def test_empty_dataset(data, work_dir, expect_untouched):
 
 
 def test_unknown_backbone_key(toy_coco, work_dir, expect_untouched):
+    # refused before anything is built, the nearest key named
+    with pytest.raises(SystemExit) as info:
+        train(toy_coco, work_dir, 'model.backbone.not_a_key=1')
+    assert info.value.code.startswith(
+        'error: --cfg-options model.backbone.not_a_key: '
+        'model.backbone.not_a_key is not in the config; model.backbone has: ')
+    # let through with --cfg-new-keys, the backbone names it
     with pytest.raises(TypeError,
                        match="unexpected keyword argument 'not_a_key'"):
-        train(toy_coco, work_dir, 'model.backbone.not_a_key=1')
+        train(toy_coco, work_dir, 'model.backbone.not_a_key=1',
+              '--cfg-new-keys')
 
 
 def test_unknown_arch(toy_coco, work_dir, expect_untouched):

@@ -1,6 +1,6 @@
 """The work-dir lock (convnext_dense/engine/work_dir_lock.py) never writes
 through a symbolic link and names its file on a full disk. (Two trainings
-in one work dir: tests/test_bad_input.py.)"""
+in one work dir: tests/e2e/test_bad_input.py.)"""
 from __future__ import annotations
 
 import errno

@@ -24,7 +24,7 @@ pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
 
-from convnext_dense.apis.task import build_model  # noqa: E402
+from convnext_dense.tasks import build_model  # noqa: E402
 from convnext_dense.toy_data import generate_toy_coco  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

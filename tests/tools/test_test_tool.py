@@ -86,3 +86,44 @@ def test_data_root_with_blanks(data, tmp_path):
     det = checkpoint(tmp_path, 'cascade_convnext_demo.py')
     metrics = run_test('cascade_convnext_demo.py', det, data, tmp_path)
     assert 'coco/bbox_mAP' in metrics
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    # it used to be a traceback after 756 lines of config dump
+    main = runpy.run_path(str(REPO / 'tools' / 'test.py'),
+                          run_name='test')['main']
+    with pytest.raises(SystemExit) as info:
+        main([str(DEMO / 'cascade_convnext_demo.py'),
+              str(tmp_path / 'missing.pth')])
+    assert info.value.code == (
+        f'error: checkpoint not found: {tmp_path}/missing.pth')
+
+
+def test_unknown_device_is_one_line(tmp_path):
+    main = runpy.run_path(str(REPO / 'tools' / 'test.py'),
+                          run_name='test')['main']
+    with pytest.raises(SystemExit) as info:
+        main([str(DEMO / 'cascade_convnext_demo.py'), 'x.pth', '--device',
+              'gpu0'])
+    assert info.value.code == (
+        "error: --device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu0'")
+
+
+@pytest.mark.slow
+def test_work_dir_stands_for_config_and_checkpoint(data, tmp_path):
+    # as tools/infer.py and tools/export_onnx.py take them
+    work_dir = tmp_path / 'trained'
+    work_dir.mkdir()
+    config = (DEMO / 'cascade_convnext_demo.py').read_text().replace(
+        "_base_ = '../", f"_base_ = '{REPO}/configs/")
+    (work_dir / 'cascade_convnext_demo.py').write_text(config)
+    ckpt = checkpoint(work_dir, 'cascade_convnext_demo.py')
+    (work_dir / 'last_checkpoint').write_text(str(ckpt))
+    main = runpy.run_path(str(REPO / 'tools' / 'test.py'),
+                          run_name='test')['main']
+    metrics = main([str(work_dir), str(work_dir), '--device', 'cpu',
+                    '--work-dir', str(tmp_path / 'work'), '--data-root',
+                    f'{data}/', '--cfg-options',
+                    'test_dataloader.num_workers=0',
+                    'test_dataloader.persistent_workers=False'])
+    assert 'coco/bbox_mAP' in metrics

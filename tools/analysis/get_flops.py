@@ -1,9 +1,11 @@
 """Parameters and FLOPs (multiply-adds) of configs, against the paper.
 
-    python tools/analysis/get_flops.py [CONFIG ...] [--shape W H]
-        [--out docs/model_analysis.md]
+    python tools/analysis/get_flops.py CONFIG [CONFIG ...] [--shape H W]
+    python tools/analysis/get_flops.py --all [--out docs/model_analysis.md]
 
-Without CONFIG: every model config in configs/ and its folders
+``--shape`` is height then width, as in tools/export_onnx.py; the table
+prints width x height, as the paper does (1280x800). With ``--all``: every
+model config in configs/ and its folders
 (convnext_v2/, dinov3/; Mask R-CNN, Cascade Mask R-CNN, UperNet), at the
 paper's input sizes (1280x800 detection; 2048x512 /
 2560x640 segmentation). Counted with mmengine's counter on the CPU; each
@@ -23,11 +25,12 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('configs', nargs='*',
-                        help='config files (default: all model configs in '
-                        'configs/ and its folders)')
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('W', 'H'),
-                        help="input width and height (default: the paper's "
+    parser.add_argument('configs', nargs='*', help='config files')
+    parser.add_argument('--all', action='store_true',
+                        help='every model config in configs/ and its '
+                        'folders (6-11 minutes on two cores)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help="input height and width (default: the paper's "
                         'size for the task)')
     parser.add_argument('--out', help='write the markdown report here, '
                         'e.g. docs/model_analysis.md')
@@ -43,14 +46,23 @@ def main(argv: list[str] | None = None) -> list:
                                                     complexity_table,
                                                     config_complexity,
                                                     model_configs)
-    configs = args.configs or model_configs(osp.join(REPO, 'configs'))
-    if not configs:
-        sys.exit('error: no configs to count')
+    from convnext_dense.apis.config_args import (ConfigNotFoundError,
+                                                 find_config)
+    if args.all == bool(args.configs):
+        sys.exit('error: name CONFIG files, or --all for every model config '
+                 '(6-11 minutes on two cores)')
+    try:
+        configs = [find_config(c) for c in args.configs] or model_configs(
+            osp.join(REPO, 'configs'))
+    except ConfigNotFoundError as err:
+        sys.exit(f'error: {err}')
+    # the counter takes (width, height), as the paper writes sizes
+    size = (args.shape[1], args.shape[0]) if args.shape else None
     rows = []
     bar = ProgressBar(len(configs))
     for config in configs:
         name = osp.splitext(osp.basename(config))[0]
-        measured = config_complexity(config, args.shape)
+        measured = config_complexity(config, size)
         rows.append((name, measured))
         bar.update()
         print_log(
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> list:
     print_log('\n' + complexity_table(rows), logger='current')
     if args.out:
         command = 'python tools/analysis/get_flops.py' + ''.join(
-            f' {c}' for c in args.configs) + (
+            f' {c}' for c in args.configs) + (' --all' * args.all) + (
                 f' --shape {args.shape[0]} {args.shape[1]}'
                 if args.shape else '') + f' --out {args.out}'
         out_dir = osp.dirname(args.out)

@@ -1,0 +1,77 @@
+"""The terminal shows what a person reads; the log file keeps the dumps.
+
+``tools/demo.py det`` used to print 864 lines, about 85 of them useful: the
+config (591 lines), the hook order, the environment, pycocotools' prints,
+deprecation warnings and spurious "bbox/polygon is out of bounds" warnings
+for boxes touching the image border.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('mmdet')
+
+from convnext_dense.engine.quiet import DetLocalVisualizer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def draw_warnings(box: list[float]) -> list[str]:
+    visualizer = DetLocalVisualizer(name=f'quiet_test_{id(box)}')
+    visualizer.set_image(np.zeros((128, 96, 3), np.uint8))  # H 128, W 96
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        visualizer.draw_bboxes(np.array([box]))
+    return [str(w.message) for w in caught]
+
+
+def test_box_touching_the_border_does_not_warn():
+    # a box over the last pixel column and row ends at x = W, y = H
+    assert draw_warnings([10., 20., 96., 128.]) == []
+
+
+def test_box_past_the_border_still_warns():
+    messages = draw_warnings([10., 20., 97., 128.])
+    assert any('bbox is out of bounds' in m for m in messages)
+
+
+def run_demo(tmp_path: Path, *options: str) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    done = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'demo.py'), 'det',
+         '--work-dir', str(tmp_path / 'work'), *options, '--cfg-new-keys',
+         '--cfg-options', 'train_cfg.max_epochs=1',
+         'train_dataloader.dataset.indices=8',
+         'test_dataloader.dataset.indices=4'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (done.stdout + done.stderr).splitlines()
+
+
+@pytest.mark.slow
+def test_demo_terminal_is_short_and_the_log_file_has_the_dumps(tmp_path):
+    lines = run_demo(tmp_path)
+    text = '\n'.join(lines)
+    assert len(lines) < 60, text
+    for noise in ('Config:', 'System environment', 'Hooks will be executed',
+                  'pkg_resources', 'out of bounds', 'loading annotations',
+                  'Warning'):
+        assert noise not in text
+    for kept in ('Layer decay:', 'Epoch(train)', 'coco/bbox_mAP',
+                 'painted predictions in'):
+        assert kept in text
+    [log] = glob.glob(str(tmp_path / 'work' / '*' / '*.log'))
+    log_text = Path(log).read_text()
+    for dumped in ('Config:', 'System environment', 'Hooks will be executed',
+                   'Average Precision'):
+        assert dumped in log_text
+    verbose = '\n'.join(run_demo(tmp_path, '--verbose'))
+    assert 'Config:' in verbose and 'Hooks will be executed' in verbose
