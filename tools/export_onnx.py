@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    from convnext_dense.apis.inference import CheckpointMismatchError
+    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
     from convnext_dense.deploy.onnx_export import export_onnx
     from convnext_dense.deploy.graphs import UnsupportedModelError
     try:
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> str:
                           shape=tuple(args.shape) if args.shape else None,
                           opset=args.opset, dynamic=not args.static,
                           fp16=args.fp16)
-    except (FileNotFoundError, CheckpointMismatchError,
-            UnsupportedModelError) as err:
+    except (FileNotFoundError, UnsupportedModelError,
+            *CHECKPOINT_ERRORS) as err:
         sys.exit(f'error: {err}')
     print(f'wrote {out}')
     return out

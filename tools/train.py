@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from mmengine.config import DictAction
 
@@ -72,4 +73,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+    try:
+        main()
+    except CHECKPOINT_ERRORS as err:
+        # --resume, load_from and init_cfg checkpoints: the message names
+        # the file and what is wrong with it
+        sys.exit(f'error: {err}')

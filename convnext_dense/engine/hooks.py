@@ -133,7 +133,7 @@ class AtomicCheckpointHook(CheckpointHook):
             return
         path = runner.cfg.get('load_from') or find_latest_checkpoint(
             runner.work_dir)
-        raise ValueError(
+        raise CheckpointMismatchError(
             f'cannot resume from {path}: it holds another model than the '
             f'config builds {report}. Resume with the config the checkpoint '
             'was trained with; to start a new training from its weights, '

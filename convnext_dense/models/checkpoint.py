@@ -20,7 +20,8 @@ from collections.abc import Mapping
 import torch
 from mmengine.logging import print_log
 
-from .checkpoint_io import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
+from .checkpoint_io import (URL_PREFIXES, ZOO_PREFIXES, CheckpointError,
+                            load_checkpoint_file)
 from .key_schemas import (FORMATS, SCHEMAS, detect_format, detect_prefix,
                           from_official, to_official)
 
@@ -52,7 +53,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = load_checkpoint_file(path, map_location='cpu')
     except Exception as err:  # pickle, zip and safetensors errors alike
-        raise ValueError(
+        raise CheckpointError(
             f'cannot read checkpoint {path}: it is corrupt, truncated, or '
             'holds objects that a weights-only load refuses (a pickle that '
             f'would run code is refused here). Cause: {type(err).__name__}: '
@@ -63,7 +64,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             break
     if not isinstance(obj, Mapping) or not all(
             isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f'{path} does not hold a state dict of tensors')
+        raise CheckpointError(f'{path} does not hold a state dict of tensors')
     return dict(obj)
 
 
@@ -114,11 +115,11 @@ def load_backbone_checkpoint(model: torch.nn.Module,
         raw = {k[len(prefix):]: v for k, v in raw.items()
                if k.startswith(prefix)}
         if not raw:
-            raise ValueError(f'no key of {path} starts with {prefix!r}')
+            raise CheckpointError(f'no key of {path} starts with {prefix!r}')
     try:
         fmt = detect_format(raw)
     except ValueError as err:
-        raise ValueError(f'{path}: {err}') from None
+        raise CheckpointError(f'{path}: {err}') from None
     mapped, ignored = to_official(raw, fmt)
 
     own = model.state_dict()
@@ -127,7 +128,7 @@ def load_backbone_checkpoint(model: torch.nn.Module,
         for k, v in mapped.items() if k in own and v.shape != own[k].shape
     ]
     if mismatched:
-        raise ValueError(
+        raise CheckpointError(
             f'{path} ({fmt}) does not fit this ConvNeXt (another arch?); '
             f'{len(mismatched)} shape mismatches, e.g. '
             + '; '.join(mismatched[:5]))
@@ -139,14 +140,14 @@ def load_backbone_checkpoint(model: torch.nn.Module,
                   and not re.match(r'(norm|head)\.', k)]
     loaded = [k for k in mapped if k in own]
     if not loaded:
-        raise ValueError(f'{path} ({fmt}) shares no key with this ConvNeXt')
+        raise CheckpointError(f'{path} ({fmt}) shares no key with this ConvNeXt')
     if required_missing and not allow_partial:
-        raise ValueError(
+        raise CheckpointError(
             f'{path} ({fmt}) would leave {len(required_missing)} of '
             f'{len(own)} backbone tensors random, e.g. '
             f'{required_missing[:5]}; pass allow_partial=True to accept')
     if unexpected and not allow_partial:
-        raise ValueError(
+        raise CheckpointError(
             f'{path} ({fmt}) has {len(unexpected)} backbone keys this '
             f'ConvNeXt lacks (another arch?), e.g. {unexpected[:5]}')
     model.load_state_dict({k: mapped[k] for k in loaded}, strict=False)
@@ -241,7 +242,7 @@ def convert_checkpoint(src: str | os.PathLike,
     try:
         src_fmt = detect_format(raw)
     except ValueError as err:
-        raise ValueError(f'{src}: {err}') from None
+        raise CheckpointError(f'{src}: {err}') from None
     official, dropped = to_official(raw, src_fmt)
     if v2 is None:
         v2 = any('.grn.' in key for key in official)
@@ -250,7 +251,7 @@ def convert_checkpoint(src: str | os.PathLike,
     try:
         converted = from_official(official, fmt, v2=v2, prefix=prefix)
     except KeyError as err:
-        raise ValueError(
+        raise CheckpointError(
             f'{src} ({src_fmt}) cannot be written as {fmt}: {err.args[0]} '
             '(convert to official or mmpretrain to keep it)') from None
     _save_atomically(converted, dst, _WRAPPER_KEY[fmt])

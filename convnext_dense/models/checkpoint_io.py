@@ -87,22 +87,26 @@ HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 # the instance fields of an mmengine HistoryBuffer after unpickling
 HISTORY_BUFFER_FIELDS = {'max_length': int, '_log_history': np.ndarray,
                          '_count_history': np.ndarray}
+# what the type check looks into, and how many distinct ones at most (a
+# resume checkpoint of the largest configs holds a few thousand)
+CONTAINERS = (dict, list, tuple, np.ndarray, HistoryBuffer)
+MAX_OBJECTS = 1_000_000
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used. The tools report every such error
+    in one line naming the file; each kind is also the exception type code
+    written for torch's and mmengine's errors expects."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """The file holds objects outside the allow-list, or allowed objects
     in a shape mmengine never writes: it was not loaded."""
 
 
-class UnreadableCheckpointError(RuntimeError):
+class UnreadableCheckpointError(CheckpointError, RuntimeError):
     """The file is truncated, not ``torch.save`` output, or an unreadable
     safetensors file."""
-
-
-def _checkpoint_errors() -> tuple:
-    from .checkpoint_match import CheckpointMismatchError
-    return (UnsafeCheckpointError, UnreadableCheckpointError,
-            CheckpointMismatchError)
 
 
 def _history_buffer_statistic(obj: Any, name: str) -> Callable:
@@ -236,37 +240,51 @@ def read_checkpoint_file(filename: str,
     return checkpoint
 
 
-def _unexpected_object(obj: Any, depth: int = 0) -> Optional[str]:
+def _unexpected_object(obj: Any) -> Optional[str]:
     """What in ``obj`` (searched through dicts, lists and tuples) mmengine
     never writes, or None: every numpy array must be numeric (an object
     array can be built by calling the allowed ``numpy.dtype('O')``), and
     every ``HistoryBuffer`` must have exactly mmengine's fields, an int and
-    two numeric arrays."""
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.name not in NUMERIC_DTYPES:
-            return f'a numpy array of dtype {obj.dtype.name}'
-        return None
-    if isinstance(obj, HistoryBuffer):
-        fields = vars(obj)
-        if set(fields) != set(HISTORY_BUFFER_FIELDS):
-            return f'a HistoryBuffer with the fields {sorted(fields)}'
-        for name, kind in HISTORY_BUFFER_FIELDS.items():
-            if not isinstance(fields[name], kind):
-                return (f'a HistoryBuffer whose {name} is a '
-                        f'{type(fields[name]).__name__}')
-        children = [fields['_log_history'], fields['_count_history']]
-    elif depth > 32:  # deeper than any checkpoint mmengine writes
-        return 'objects nested more than 32 levels deep'
-    elif isinstance(obj, dict):
-        children = obj.values()
-    elif isinstance(obj, (list, tuple)):
-        children = obj
-    else:
-        return None
-    for child in children:
-        problem = _unexpected_object(child, depth + 1)
-        if problem:
-            return problem
+    two numeric arrays.
+
+    Each container is entered once, however many references to it the
+    file holds (pickle writes a shared object once and then refers to it:
+    four levels of 1000 references to one list are 10 KB and 1e12 paths),
+    and at most :data:`MAX_OBJECTS` of them.
+    """
+    seen: set[int] = set()  # the ids of the containers visited
+    stack = [(obj, 0)]
+    while stack:
+        obj, depth = stack.pop()
+        if not isinstance(obj, CONTAINERS) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if len(seen) > MAX_OBJECTS:
+            return f'more than {MAX_OBJECTS} distinct containers'
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.name not in NUMERIC_DTYPES:
+                return f'a numpy array of dtype {obj.dtype.name}'
+            continue
+        if isinstance(obj, HistoryBuffer):
+            fields = vars(obj)
+            if set(fields) != set(HISTORY_BUFFER_FIELDS):
+                return f'a HistoryBuffer with the fields {sorted(fields)}'
+            for name, kind in HISTORY_BUFFER_FIELDS.items():
+                if not isinstance(fields[name], kind):
+                    return (f'a HistoryBuffer whose {name} is a '
+                            f'{type(fields[name]).__name__}')
+            children = [fields['_log_history'], fields['_count_history']]
+        elif depth > 32:  # deeper than any checkpoint mmengine writes
+            return 'objects nested more than 32 levels deep'
+        elif isinstance(obj, dict):
+            children = obj.values()
+        else:  # a list or a tuple
+            children = obj
+        # a container is entered once: the walk costs one step per
+        # reference, and a file holds at least a byte per reference
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, CONTAINERS)
+                     and id(child) not in seen)
     return None
 
 
@@ -429,4 +447,4 @@ register_safe_loaders()
 allow_mmengine_checkpoint_types()
 # what the tools report in one line, naming the file: a crafted, truncated
 # or mismatching checkpoint
-CHECKPOINT_ERRORS = _checkpoint_errors()
+CHECKPOINT_ERRORS = (CheckpointError, )

@@ -20,12 +20,13 @@ from typing import Mapping, Optional
 import torch.nn as nn
 
 from .checkpoint import compare_state_dicts
+from .checkpoint_io import CheckpointError
 
 # keys named per kind of difference
 SHOWN_KEYS = 5
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(CheckpointError, RuntimeError):
     """The checkpoint's tensors do not fit the model the config builds."""
 
 
