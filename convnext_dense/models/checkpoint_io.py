@@ -62,6 +62,7 @@ allowed global, so object arrays of allowed objects would load).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import os.path as osp
 import pickle
@@ -337,13 +338,33 @@ def _fetch(url: str, dst: str, chunk: int = 1 << 20) -> None:
         raise
 
 
+def cache_name(url: str) -> str:
+    """The cache file of ``url``: a short hash of the whole URL, then the
+    last part of its path, e.g. ``1f0c9d2e7a4b5c36-model.pth``. Two URLs
+    never share a file, although the Hub names every model's weights
+    ``model.safetensors``."""
+    name = osp.basename(urlparse(url).path) or 'checkpoint.pth'
+    digest = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
+    return f'{digest}-{name}'
+
+
+def _cached_url(path: str) -> Optional[str]:
+    """The URL recorded beside a cached file, or None."""
+    try:
+        with open(path + '.url', encoding='utf-8') as file:
+            return file.read().strip()
+    except OSError:
+        return None
+
+
 def download(url: str, directory: Optional[str] = None) -> str:
     """The local path of ``url``, downloaded into the cache if not there.
 
-    The file is named after the last part of the URL's path; one that is
-    already cached is not downloaded again (and is read, like any file,
-    with :func:`read_checkpoint_file`). In a distributed run, rank 0
-    downloads while the others wait.
+    The file is named by :func:`cache_name`, and the URL is written beside
+    it (``NAME.url``). A file whose recorded URL is ``url`` is not
+    downloaded again (and is read, like any file, with
+    :func:`read_checkpoint_file`). In a distributed run, rank 0 downloads
+    while the others wait.
 
     Args:
         url: An ``http://`` or ``https://`` URL.
@@ -353,12 +374,21 @@ def download(url: str, directory: Optional[str] = None) -> str:
         The path of the cached file.
     """
     directory = directory or cache_dir()
-    name = osp.basename(urlparse(url).path) or 'checkpoint.pth'
-    dst = osp.join(directory, name)
+    dst = osp.join(directory, cache_name(url))
     rank, world_size = get_dist_info()
-    if rank == 0 and not osp.isfile(dst):
+    if rank == 0 and not (osp.isfile(dst) and _cached_url(dst) == url):
         os.makedirs(directory, exist_ok=True)
-        _fetch(url, dst)
+        # a file is only taken from the cache when its record names this
+        # URL: an unrecorded file goes, then the record, then the download
+        if osp.isfile(dst):
+            os.remove(dst)
+        with open(dst + '.url', 'w', encoding='utf-8') as record:
+            record.write(url + '\n')
+        try:
+            _fetch(url, dst)
+        except BaseException:
+            os.remove(dst + '.url')
+            raise
     if world_size > 1:
         barrier()
     return dst

@@ -126,7 +126,7 @@ def test_crafted_pickle_by_url_is_refused_everywhere(
             read_checkpoint(name)  # the backbone's own loader
         assert not marker.exists(), name
     # the cached download is read as safely on every later load
-    assert (cache / 'evil.pth').is_file()
+    assert (cache / checkpoint_io.cache_name(f'{base}/evil.pth')).is_file()
     with pytest.raises(pickle.UnpicklingError):
         _load_checkpoint(f'{base}/evil.pth')
     assert not marker.exists()
@@ -167,9 +167,49 @@ def test_backbone_weights_by_url_load_and_are_cached_once(
                                        rtol=0, atol=0)
         state = _load_checkpoint(name, map_location='cpu')
         assert set(state['model']) == set(source.state_dict())
-    # one file name in the cache, fetched once, no partial file left
-    assert sorted(os.listdir(cache)) == ['good.pth']
+    # one file in the cache with its URL beside it, fetched once, no
+    # partial file left
+    name = checkpoint_io.cache_name(f'{base}/good.pth')
+    assert sorted(os.listdir(cache)) == [name, f'{name}.url']
+    assert (cache / f'{name}.url').read_text() == f'{base}/good.pth\n'
     assert requests.count('/good.pth') == 1
+
+
+def test_two_urls_of_one_file_name_are_two_cache_entries(
+        server, cache) -> None:
+    """The Hub names every model's weights ``model.safetensors``: the
+    second model must not be read from the first one's download."""
+    root, base, requests = server
+    models = {}
+    for folder, seed in (('a', 0), ('b', 1)):
+        torch.manual_seed(seed)
+        models[folder] = ConvNeXt(arch='test').state_dict()
+        (root / folder).mkdir()
+        torch.save({'model': models[folder]}, root / folder / 'model.pth')
+    for _ in range(2):  # downloads, then the cache
+        for folder in ('a', 'b'):
+            loaded = read_checkpoint(f'{base}/{folder}/model.pth')
+            for key, value in models[folder].items():
+                torch.testing.assert_close(loaded[key], value, rtol=0,
+                                           atol=0)
+    assert requests.count('/a/model.pth') == 1
+    assert requests.count('/b/model.pth') == 1
+    assert len(os.listdir(cache)) == 4  # two files, two URL records
+
+
+def test_cached_file_without_its_url_record_is_downloaded_again(
+        server, cache) -> None:
+    root, base, requests = server
+    torch.save({'model': ConvNeXt(arch='test').state_dict()},
+               root / 'model.pth')
+    path = download(f'{base}/model.pth')
+    os.remove(f'{path}.url')  # e.g. a crash between record and download
+    with open(path, 'wb') as file:
+        file.write(b'another file')
+    assert download(f'{base}/model.pth') == path
+    assert requests.count('/model.pth') == 2
+    assert read_checkpoint(path).keys() == \
+        ConvNeXt(arch='test').state_dict().keys()
 
 
 def test_broken_download_leaves_nothing(server, cache) -> None:
