@@ -254,6 +254,15 @@ def convert_checkpoint(src: str | os.PathLike,
         raise CheckpointError(
             f'{src} ({src_fmt}) cannot be written as {fmt}: {err.args[0]} '
             '(convert to official or mmpretrain to keep it)') from None
+    for key, tensor in converted.items():
+        # a view repeating its storage (stride 0) is written element by
+        # element: 1e12 elements from 4 bytes would fill the disk
+        if tensor.numel() * tensor.element_size() > \
+                tensor.untyped_storage().nbytes():
+            raise CheckpointError(
+                f'{src}: {key} is a {tuple(tensor.shape)} view of '
+                f'{tensor.untyped_storage().nbytes()} bytes; writing it '
+                f'would take {tensor.numel() * tensor.element_size()}')
     _save_atomically(converted, dst, _WRAPPER_KEY[fmt])
     return dict(src=src, dst=dst, source_format=src_fmt, format=fmt,
                 tensors=len(converted), dropped=dropped)

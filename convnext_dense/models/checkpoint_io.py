@@ -79,6 +79,8 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from .checkpoint_preflight import check_allocations
+
 # the numbers a HistoryBuffer or a logged metric may hold
 NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
                   'uint16', 'uint32', 'uint64', 'float16', 'float32',
@@ -207,12 +209,19 @@ def read_checkpoint_file(filename: str,
             raise UnreadableCheckpointError(
                 f'{filename} is not a readable safetensors file '
                 f'({type(err).__name__}: {err})') from err
+    check_allocations(filename, lambda problem: UnsafeCheckpointError(
+        f'{filename} asks for more memory than a file of its size could '
+        f'fill, so it was not loaded: {problem}'))
     # what unpickling an mmengine buffer registers anyway, then the table
     HistoryBuffer()._set_default_statistics()
     statistics = dict(HistoryBuffer._statistics_methods)
     try:
         checkpoint = torch.load(filename, map_location=map_location,
                                 weights_only=True)
+    except MemoryError:
+        raise UnsafeCheckpointError(
+            f'{filename} needs more memory than this machine has to load, '
+            'so it was not loaded') from None
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
             f'{filename} contains objects that are not allowed in a '

@@ -8,6 +8,7 @@ two-image toy COCO set and returns the finished process (a
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -84,22 +85,41 @@ def command(entry_point: str, checkpoint: Path, data: Path,
     )[entry_point]
 
 
-def run_entry_point(entry_point: str, checkpoint: Path, data: Path,
-                    tmp: Path, timeout: float = 120,
-                    prefix: tuple[str, ...] = ()
-                    ) -> subprocess.CompletedProcess:
-    """Run one entry point on ``checkpoint`` in a fresh interpreter.
+# the address space a process of the tools may take in the tests of files
+# that ask for more: importing torch and mmdet maps ~4 GB here
+MEMORY_LIMIT = 8 << 30
+
+
+def run_python(args: list[str], timeout: float = 120,
+               memory_limit: int | None = None
+               ) -> subprocess.CompletedProcess:
+    """``python ARGS`` in the repository, in a fresh interpreter.
 
     Args:
-        prefix: A command to run the interpreter under, e.g.
-            ``('prlimit', '--as=...')``. Defaults to none.
+        memory_limit: Bytes of address space (``RLIMIT_AS``, as ``prlimit
+            --as`` sets): allocations beyond it fail at once, so a loader
+            that would take the machine's memory cannot. Defaults to none.
     """
-    tmp.mkdir(parents=True, exist_ok=True)
+    def limit() -> None:
+        if memory_limit:
+            resource.setrlimit(resource.RLIMIT_AS,
+                               (memory_limit, memory_limit))
+
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    return subprocess.run(
-        [*prefix, sys.executable, *command(entry_point, checkpoint, data,
-                                           tmp)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit)
+
+
+def run_entry_point(entry_point: str, checkpoint: Path, data: Path,
+                    tmp: Path, timeout: float = 120,
+                    memory_limit: int | None = None
+                    ) -> subprocess.CompletedProcess:
+    """Run one entry point on ``checkpoint`` in a fresh interpreter (see
+    :func:`run_python`)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    return run_python(command(entry_point, checkpoint, data, tmp), timeout,
+                      memory_limit)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
