@@ -52,11 +52,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
         obj = load_checkpoint_file(path, map_location='cpu')
-    except Exception as err:  # pickle, zip and safetensors errors alike
+    except CheckpointError:
+        raise  # the reader's message names the file and the problem
+    except Exception as err:  # e.g. a download that failed
         raise CheckpointError(
-            f'cannot read checkpoint {path}: it is corrupt, truncated, or '
-            'holds objects that a weights-only load refuses (a pickle that '
-            f'would run code is refused here). Cause: {type(err).__name__}: '
+            f'cannot read checkpoint {path}: {type(err).__name__}: '
             f'{str(err).splitlines()[0] if str(err) else ""}') from err
     for wrapper in ('state_dict', 'model'):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):

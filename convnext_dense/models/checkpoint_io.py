@@ -79,7 +79,7 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .checkpoint_preflight import check_allocations
+from .checkpoint_preflight import check_allocations, not_a_checkpoint
 
 # the numbers a HistoryBuffer or a logged metric may hold
 NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
@@ -200,6 +200,15 @@ def read_checkpoint_file(filename: str,
     filename = osp.expanduser(os.fspath(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        what = not_a_checkpoint(filename)
+    except PermissionError:
+        raise UnreadableCheckpointError(
+            f'{filename} cannot be read: permission denied (the file is '
+            'there; its permissions do not let this user read it)') from None
+    if what:
+        raise UnreadableCheckpointError(
+            f'{filename} is not a checkpoint: {what}')
     if filename.endswith('.safetensors'):
         from safetensors.torch import load_file
         try:
@@ -226,16 +235,18 @@ def read_checkpoint_file(filename: str,
         raise UnsafeCheckpointError(
             f'{filename} contains objects that are not allowed in a '
             'checkpoint, so it was not loaded (a checkpoint written by '
-            'mmengine or torch.save of tensors only loads; a crafted file '
-            f'would run code). {err}') from None
-    except (RuntimeError, OSError, EOFError) as err:
+            'mmengine or torch.save of tensors loads; a pickle that would '
+            f'run code is refused): {_what_torch_refused(err)}') from None
+    except Exception as err:  # torch's errors for damaged files vary
         if zipfile.is_zipfile(filename):
             # a readable archive: the error is about its contents
-            raise UnreadableCheckpointError(f'{filename}: {err}') from err
+            raise UnreadableCheckpointError(
+                f'{filename}: {_first_line(err)}') from err
         raise UnreadableCheckpointError(
             f'{filename} is not a complete checkpoint: truncated (e.g. '
-            'by a crash while it was written) or not written by torch.save '
-            f'({type(err).__name__}: {err})') from err
+            'by a crash while it was written, or an interrupted download) '
+            f'or not written by torch.save ({type(err).__name__}: '
+            f'{_first_line(err)})') from err
     finally:
         planted = HistoryBuffer._statistics_methods != statistics
         if planted:  # undo, whatever happens next
@@ -248,6 +259,24 @@ def read_checkpoint_file(filename: str,
             f'{filename} is not a checkpoint mmengine writes, so it was not '
             f'loaded: {problem}')
     return checkpoint
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [''])[0]
+
+
+def _what_torch_refused(err: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only error that names what the file
+    asked for, without its advice to load with ``weights_only=False`` (a
+    checkpoint here is never loaded that way)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    named = [line for line in lines if 'GLOBAL' in line or 'Unsupported'
+             in line or 'WeightsUnpickler error' in line]
+    line = (named or lines or [''])[0]
+    line = line.split('WeightsUnpickler error:')[-1].strip()
+    # the sentence pointing to weights_only=False or add_safe_globals
+    return line.split(' Please file an issue')[0].split(
+        ' If you trust')[0].split(' Check the documentation')[0]
 
 
 def _unexpected_object(obj: Any) -> Optional[str]:

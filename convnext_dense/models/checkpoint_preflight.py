@@ -1,5 +1,10 @@
-"""What a checkpoint file would make the loader allocate, read before it is
-unpickled.
+"""What a checkpoint file is, and what it would make the loader allocate,
+read before it is unpickled.
+
+:func:`not_a_checkpoint` names the files that are no checkpoint at all, in
+the words a user can act on: an empty file, a git-lfs pointer (``git lfs
+pull`` was not run), an HTML page (an error or login page saved in place
+of a download), a text file, or bytes of no checkpoint format.
 
 ``torch.load(weights_only=True)`` runs no code of the file's choosing, but
 some of the callables it allows allocate as much memory as their arguments
@@ -163,6 +168,54 @@ class _Scan(pickle._Unpickler):
         if obj.qualname in _RECONSTRUCT and isinstance(state, tuple) \
                 and len(state) == 5:
             self.requested += _count(state[1]) * _itemsize(state[2])
+
+
+# what a git-lfs pointer file starts with
+LFS_POINTER = b'version https://git-lfs.github.com/spec/'
+
+
+def not_a_checkpoint(filename: str) -> Optional[str]:
+    """What the file is, if it cannot be a checkpoint at all; else None.
+
+    A checkpoint is a zip archive (``torch.save``), a pickle (torch's
+    legacy format: its first byte is pickle's PROTO opcode) or a
+    safetensors file (an 8-byte header length, then a JSON header).
+
+    Raises:
+        PermissionError: If the file cannot be opened for reading.
+    """
+    with open(filename, 'rb') as file:
+        head = file.read(512)
+    if not head:
+        return ('the file is empty (0 bytes): an interrupted download or '
+                'copy?')
+    if head.startswith(LFS_POINTER):
+        return ('it is a git-lfs pointer, not the file it points to: run '
+                '`git lfs pull` in its repository')
+    start = head.lstrip().lower()
+    if start.startswith((b'<!doctype html', b'<html', b'<?xml', b'<head')) \
+            or b'<html' in start[:200]:
+        return ('it is an HTML page (an error or login page saved in '
+                'place of the download?)')
+    if filename.endswith('.safetensors'):
+        if len(head) >= 9 and head[8:9] == b'{':
+            return None  # a header: safetensors tells more
+    elif head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':
+        return None  # a zip archive or a pickle: torch.load tells more
+    text = None
+    for cut in range(4):  # the 512 bytes may end inside a character
+        try:
+            text = head[:len(head) - cut].decode('utf-8')
+            break
+        except UnicodeDecodeError:
+            pass
+    if text is not None and all(c.isprintable() or c in '\t\r\n\f\v'
+                                for c in text):
+        return ('it is a text file (an interrupted download, or the wrong '
+                'file?)')
+    return ('its bytes are no checkpoint format (neither a torch.save '
+            'archive, a legacy torch file nor safetensors): an interrupted '
+            'or corrupted download?')
 
 
 def _replay(file: io.BufferedIOBase, pickles: int = 1) -> _Scan:
