@@ -6,6 +6,7 @@ registry scope; configs load it with
 """
 # first: mmcv's missing compiled ops, before anything imports mmcv.ops
 from . import ops  # noqa: F401,I001
+from . import checkpoint  # noqa: F401  (safe loaders for mmengine)
 from . import models  # noqa: F401  (registers ConvNeXt)
 from . import engine  # noqa: F401
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS

@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+    from convnext_dense.checkpoint import CHECKPOINT_ERRORS
     from convnext_dense.deploy.onnx_export import export_onnx
     from convnext_dense.deploy.graphs import UnsupportedModelError
     try:

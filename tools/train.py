@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+    from convnext_dense.checkpoint import CHECKPOINT_ERRORS
     try:
         main()
     except CHECKPOINT_ERRORS as err:

@@ -4,7 +4,7 @@ Importing it (``custom_imports=dict(imports=['convnext_dense'])`` does)
 registers the layer-decay constructor and the hooks and the ``atomic_local``
 file backend. (Checkpoint reading, the allow-list that lets ``--resume``
 work under ``torch.load(weights_only=True)`` included, is
-:mod:`convnext_dense.models.checkpoint_io`.)
+:mod:`convnext_dense.checkpoint.reader`.)
 """
 from .annotation_checks import (CheckSegLabels, add_label_checks,
                                 check_annotations)
@@ -20,7 +20,7 @@ from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
 from .work_dir_lock import WorkDirLockedError, work_dir_lock
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config, layer_decay_param_groups)
-from ..models.checkpoint_io import allow_mmengine_checkpoint_types
+from ..checkpoint.reader import allow_mmengine_checkpoint_types
 
 __all__ = [
     'CheckSegLabels', 'add_label_checks', 'check_annotations',

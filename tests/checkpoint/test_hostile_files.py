@@ -33,7 +33,7 @@ from .entry_points import (ENTRY_POINTS, MEMORY_LIMIT, REPO,
 
 READ_AND_COUNT = '''
 import sys, time
-from convnext_dense.models.checkpoint_io import read_checkpoint_file
+from convnext_dense.checkpoint.reader import read_checkpoint_file
 start = time.perf_counter()
 checkpoint = read_checkpoint_file(sys.argv[1])
 print(len(checkpoint['meta']['x']),
@@ -115,7 +115,7 @@ def allocation(path: Path, kind: str, legacy: bool = False) -> Path:
 
 READ_EACH = '''
 import sys
-from convnext_dense.models.checkpoint_io import (CHECKPOINT_ERRORS,
+from convnext_dense.checkpoint.reader import (CHECKPOINT_ERRORS,
                                                  read_checkpoint_file)
 for path in sys.argv[1:]:
     try:
@@ -142,7 +142,7 @@ def test_allocation_larger_than_the_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_memory_error_names_the_file(tmp_path: Path, monkeypatch) -> None:
-    from convnext_dense.models import checkpoint_io
+    from convnext_dense.checkpoint import reader as checkpoint_io
 
     def load(*args, **kwargs):
         raise MemoryError
@@ -164,8 +164,8 @@ def test_checkpoints_within_their_size_pass_the_scan(tmp_path: Path) -> None:
     import zipfile
 
     from convnext_dense.models import ConvNeXt
-    from convnext_dense.models.checkpoint_io import read_checkpoint_file
-    from convnext_dense.models.checkpoint_preflight import _replay
+    from convnext_dense.checkpoint.reader import read_checkpoint_file
+    from convnext_dense.checkpoint.preflight import _replay
     state = ConvNeXt(arch='test').state_dict()
     base = torch.arange(10.)
     state.update(half=torch.zeros(3, dtype=torch.half),

@@ -1,5 +1,5 @@
 """Tests of checkpoint reading, key mapping and loading
-(convnext_dense/models/checkpoint.py) and of tools/convert_checkpoint.py.
+(convnext_dense/checkpoint/backbone.py) and of tools/convert_checkpoint.py.
 
 Every supported file layout is synthesised here from a randomised model,
 written to disk, and loaded the way configs load it
@@ -25,14 +25,14 @@ from safetensors.torch import save_file
 from timm.models.convnext import ConvNeXt as TimmConvNeXt
 from timm.models.convnext import checkpoint_filter_fn
 
-from convnext_dense.models.checkpoint import (FORMATS, convert_checkpoint,
-                                              detect_format, from_official,
-                                              load_backbone_checkpoint,
-                                              read_checkpoint, to_official)
+from convnext_dense.checkpoint.backbone import (FORMATS, convert_checkpoint,
+                                                detect_format, from_official,
+                                                load_backbone_checkpoint,
+                                                read_checkpoint, to_official)
 from convnext_dense.models.convnext import ConvNeXt
 from random_weights import randomize_
 
-from .test_convnext import layer_norm_nchw
+from models.test_convnext import layer_norm_nchw
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHS = ['test', 'v2-test']  # V1 and V2 (GRN, no layer scale)
@@ -395,7 +395,7 @@ def test_corrupt_and_truncated_files(tmp_path: Path) -> None:
     truncated_st.write_bytes(good_st.read_bytes()[:-100])
     not_tensors = tmp_path / 'args.pth'
     torch.save({'model': {'lr': 0.1, 'epochs': 300}}, not_tensors)
-    # the reader's own words for each (tests/models/test_checkpoint_errors)
+    # the reader's own words for each (tests/checkpoint/test_errors)
     for path, what in ((truncated, 'is not a complete checkpoint: '
                         'truncated'),
                        (garbage, 'is not a checkpoint: its bytes are no '

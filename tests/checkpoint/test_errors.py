@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convnext_dense.models import checkpoint_preflight
-from convnext_dense.models.checkpoint_io import (UnreadableCheckpointError,
+from convnext_dense.checkpoint import preflight
+from convnext_dense.checkpoint.reader import (UnreadableCheckpointError,
                                                  read_checkpoint_file)
 
 from .entry_points import one_line_error, run_entry_point, toy_data
@@ -103,7 +103,7 @@ def test_permission_denied_is_not_called_truncated(tmp_path: Path,
         def denied(file, *args, **kwargs):
             raise PermissionError(13, 'Permission denied', str(file))
 
-        monkeypatch.setattr(checkpoint_preflight, 'open', denied,
+        monkeypatch.setattr(preflight, 'open', denied,
                             raising=False)
     with pytest.raises(UnreadableCheckpointError) as info:
         read_checkpoint_file(str(path))

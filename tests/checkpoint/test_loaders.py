@@ -1,4 +1,4 @@
-"""Checkpoint reading (convnext_dense/models/checkpoint_io.py): every name a
+"""Checkpoint reading (convnext_dense/checkpoint/reader.py): every name a
 checkpoint can be given by ends in one weights-only read.
 
 The remote cases serve files from a local ``http.server`` on 127.0.0.1. A
@@ -30,10 +30,12 @@ from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
                                         load_checkpoint)
 
-from convnext_dense.models import ConvNeXt, checkpoint_io, read_checkpoint
-from convnext_dense.models.checkpoint_io import (URL_PREFIXES, ZOO_PREFIXES,
-                                                 download, load_from_local,
-                                                 load_from_remote)
+from convnext_dense.checkpoint import download as checkpoint_io
+from convnext_dense.checkpoint import read_checkpoint, reader
+from convnext_dense.models import ConvNeXt
+from convnext_dense.checkpoint.download import (URL_PREFIXES, ZOO_PREFIXES,
+                                                download)
+from convnext_dense.checkpoint.loaders import load_from_local, load_from_remote
 
 
 class _RunsCode:
@@ -298,7 +300,7 @@ def test_allowed_types_combined_to_reach_code_are_refused(
     HistoryBuffer()  # registers the default statistics
     table = dict(HistoryBuffer._statistics_methods)
 
-    with pytest.raises(checkpoint_io.UnsafeCheckpointError) as info:
+    with pytest.raises(reader.UnsafeCheckpointError) as info:
         _load_checkpoint(str(path), map_location='cpu')
     assert str(info.value) == (
         f'{path} is not a checkpoint mmengine writes, so it was not loaded: '

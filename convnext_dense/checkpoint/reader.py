@@ -1,24 +1,15 @@
-"""Reading checkpoints: one reader for every file, path and URL scheme.
+"""Reading a local checkpoint file: one reader for every file.
 
 Every checkpoint this package or mmengine loads ends in
 :func:`read_checkpoint_file`: ``.safetensors`` through safetensors, anything
 else through ``torch.load(weights_only=True)`` (passed explicitly, so no
 environment variable can turn it off) with one allow-list. A checkpoint can
-never run code.
-
-Remote names are downloaded first, atomically, into a cache
-(:func:`download`), then read from there by the same function:
-
-- ``http://`` and ``https://``;
-- the model-zoo names mmengine maps to a download (``torchvision://``,
-  ``modelzoo://``, ``open-mmlab://``, ``openmmlab://``, ``mmcls://``),
-  resolved through mmengine's own tables.
-
-Importing this module registers these loaders in mmengine's
-``CheckpointLoader`` in place of mmengine's own (which hand URLs to
-``torch.hub``'s loader, and that unpickles with ``weights_only=False``), so
-``tools/test.py CONFIG URL``, ``--resume URL``, ``load_from=URL`` and
-``init_cfg=dict(type='Pretrained', checkpoint=URL)`` all read safely.
+never run code. Before unpickling, :mod:`.preflight` names files that are no
+checkpoint at all and refuses files that ask for more memory than they could
+hold; after it, the loaded object is checked for shapes of the allowed types
+that mmengine never writes. Every refusal is a :class:`CheckpointError`
+naming the file, which the tools report in one line. URLs and model-zoo
+names are downloaded by :mod:`.download` and then read here.
 
 Why ``weights_only=True`` still loads mmengine's resume checkpoints: since
 torch 2.6 it is torch's default, and mmengine 0.10.7 resume checkpoints hold
@@ -62,24 +53,17 @@ allowed global, so object arrays of allowed objects would load).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import os.path as osp
 import pickle
-import urllib.request
-import uuid
 import zipfile
 from typing import Any, Callable, Optional
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from mmengine.dist import barrier, get_dist_info
-from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner import checkpoint as mmengine_checkpoint
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.logging import HistoryBuffer
 
-from .checkpoint_preflight import check_allocations, not_a_checkpoint
+from .preflight import check_allocations, not_a_checkpoint
 
 # the numbers a HistoryBuffer or a logged metric may hold
 NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
@@ -267,16 +251,16 @@ def _first_line(err: BaseException) -> str:
 
 def _what_torch_refused(err: pickle.UnpicklingError) -> str:
     """The line of torch's weights-only error that names what the file
-    asked for, without its advice to load with ``weights_only=False`` (a
-    checkpoint here is never loaded that way)."""
-    lines = [line.strip() for line in str(err).splitlines()]
-    named = [line for line in lines if 'GLOBAL' in line or 'Unsupported'
-             in line or 'WeightsUnpickler error' in line]
-    line = (named or lines or [''])[0]
-    line = line.split('WeightsUnpickler error:')[-1].strip()
-    # the sentence pointing to weights_only=False or add_safe_globals
-    return line.split(' Please file an issue')[0].split(
-        ' If you trust')[0].split(' Check the documentation')[0]
+    asked for, without torch's advice around it (to load with
+    ``weights_only=False``, or to allow-list the global: a checkpoint here
+    is never loaded either way)."""
+    for line in str(err).splitlines():
+        line = line.split('WeightsUnpickler error:')[-1].strip()
+        if line and not any(word in line for word in (
+                'weights_only', 'safe_globals', 'Check the documentation',
+                'Weights only load failed', 'trust')):
+            return line
+    return ''
 
 
 def _unexpected_object(obj: Any) -> Optional[str]:
@@ -327,192 +311,7 @@ def _unexpected_object(obj: Any) -> Optional[str]:
     return None
 
 
-# ---------------------------------------------------------------------------
-# downloads
-# ---------------------------------------------------------------------------
-
-URL_PREFIXES = ('http://', 'https://')
-# names mmengine resolves to a download through its model-zoo tables
-ZOO_PREFIXES = ('torchvision://', 'modelzoo://', 'open-mmlab://',
-                'openmmlab://', 'mmcls://')
-
-
-def cache_dir() -> str:
-    """Where downloaded checkpoints are kept:
-    ``$CONVNEXT_DENSE_CACHE/checkpoints``, by default
-    ``~/.cache/convnext_dense/checkpoints``."""
-    root = os.environ.get('CONVNEXT_DENSE_CACHE',
-                          osp.join('~', '.cache', 'convnext_dense'))
-    return osp.join(osp.expanduser(root), 'checkpoints')
-
-
-def _fetch(url: str, dst: str, chunk: int = 1 << 20) -> None:
-    """Download ``url`` to ``dst`` atomically: into a hidden file next to it,
-    flushed to disk, then renamed. A broken download leaves no ``dst``."""
-    directory, base = osp.split(dst)
-    tmp = osp.join(directory, f'.{base}.{uuid.uuid4().hex}.part')
-    print_log(f'downloading {url} to {dst}', logger='current')
-    try:
-        with urllib.request.urlopen(url) as response, open(tmp, 'xb') as out:
-            total = int(response.headers.get('Content-Length') or 0)
-            done, reported = 0, 0
-            while True:
-                data = response.read(chunk)
-                if not data:
-                    break
-                out.write(data)
-                done += len(data)
-                if done - reported >= 64 * chunk:  # a line every 64 MiB
-                    reported = done
-                    print_log(f'  {done >> 20} MiB' +
-                              (f' of {total >> 20} MiB' if total else ''),
-                              logger='current')
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def cache_name(url: str) -> str:
-    """The cache file of ``url``: a short hash of the whole URL, then the
-    last part of its path, e.g. ``1f0c9d2e7a4b5c36-model.pth``. Two URLs
-    never share a file, although the Hub names every model's weights
-    ``model.safetensors``."""
-    name = osp.basename(urlparse(url).path) or 'checkpoint.pth'
-    digest = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
-    return f'{digest}-{name}'
-
-
-def _cached_url(path: str) -> Optional[str]:
-    """The URL recorded beside a cached file, or None."""
-    try:
-        with open(path + '.url', encoding='utf-8') as file:
-            return file.read().strip()
-    except OSError:
-        return None
-
-
-def download(url: str, directory: Optional[str] = None) -> str:
-    """The local path of ``url``, downloaded into the cache if not there.
-
-    The file is named by :func:`cache_name`, and the URL is written beside
-    it (``NAME.url``). A file whose recorded URL is ``url`` is not
-    downloaded again (and is read, like any file, with
-    :func:`read_checkpoint_file`). In a distributed run, rank 0 downloads
-    while the others wait.
-
-    Args:
-        url: An ``http://`` or ``https://`` URL.
-        directory: The cache folder. Defaults to :func:`cache_dir`.
-
-    Returns:
-        The path of the cached file.
-    """
-    directory = directory or cache_dir()
-    dst = osp.join(directory, cache_name(url))
-    rank, world_size = get_dist_info()
-    if rank == 0 and not (osp.isfile(dst) and _cached_url(dst) == url):
-        os.makedirs(directory, exist_ok=True)
-        # a file is only taken from the cache when its record names this
-        # URL: an unrecorded file goes, then the record, then the download
-        if osp.isfile(dst):
-            os.remove(dst)
-        with open(dst + '.url', 'w', encoding='utf-8') as record:
-            record.write(url + '\n')
-        try:
-            _fetch(url, dst)
-        except BaseException:
-            os.remove(dst + '.url')
-            raise
-    if world_size > 1:
-        barrier()
-    return dst
-
-
-def _zoo_url(filename: str) -> str:
-    """The URL (or mmengine-home path) mmengine's tables give a zoo name."""
-    ckpt = mmengine_checkpoint
-    prefix = next(p for p in ZOO_PREFIXES if filename.startswith(p))
-    name = filename[len(prefix):]
-    if prefix in ('torchvision://', 'modelzoo://'):
-        table = ckpt.get_torchvision_models()
-    elif prefix == 'mmcls://':
-        table = ckpt.get_mmcls_models()
-    else:
-        table = ckpt.get_external_models()
-        name = ckpt.get_deprecated_model_names().get(name, name)
-    if name not in table:
-        raise KeyError(f'{filename}: mmengine knows no model {name!r} '
-                       f'under {prefix}')
-    url = table[name]
-    if url.startswith(URL_PREFIXES):
-        return url
-    return osp.join(ckpt._get_mmengine_home(), url)  # open-mmlab local files
-
-
-def local_path(filename: str) -> str:
-    """A local path for any checkpoint name: a path (``~`` expanded), a URL
-    (downloaded, see :func:`download`) or a model-zoo name."""
-    filename = os.fspath(filename)
-    if filename.startswith(ZOO_PREFIXES):
-        filename = _zoo_url(filename)
-    if filename.startswith(URL_PREFIXES):
-        return download(filename)
-    return osp.expanduser(filename)
-
-
-def load_checkpoint_file(filename: str, map_location: Any = 'cpu') -> Any:
-    """Read a checkpoint given by any name :func:`local_path` takes."""
-    checkpoint = read_checkpoint_file(local_path(filename), map_location)
-    if os.fspath(filename).startswith('mmcls://'):
-        checkpoint = mmengine_checkpoint._process_mmcls_checkpoint(checkpoint)
-    return checkpoint
-
-
-# ---------------------------------------------------------------------------
-# mmengine's CheckpointLoader: every scheme through the reader above
-# ---------------------------------------------------------------------------
-
-def _segmentor_in_mmseg_names(checkpoint: Any) -> Any:
-    """A Hugging Face ``UperNetForSemanticSegmentation`` on ConvNeXt (a flat
-    state dict) in mmseg's names, wrapped as mmengine's checkpoints are, so
-    ``tools/test.py CONFIG model.safetensors`` evaluates it; anything else
-    unchanged."""
-    from .hf_upernet import is_hf_upernet, upernet_to_mmseg
-    if isinstance(checkpoint, dict) and is_hf_upernet(checkpoint):
-        return {'state_dict': upernet_to_mmseg(checkpoint)}
-    return checkpoint
-
-
-def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """mmengine's loader for local paths (the empty prefix)."""
-    return _segmentor_in_mmseg_names(
-        read_checkpoint_file(filename, map_location))
-
-
-def load_from_remote(filename: str, map_location: Any = None,
-                     **_: Any) -> Any:
-    """mmengine's loader for URLs and zoo names (download, then read)."""
-    return _segmentor_in_mmseg_names(
-        load_checkpoint_file(filename, map_location))
-
-
-def register_safe_loaders() -> None:
-    """Make mmengine read every local path, URL and zoo name through
-    :func:`read_checkpoint_file`. Idempotent."""
-    CheckpointLoader.register_scheme('', load_from_local, force=True)
-    CheckpointLoader.register_scheme(URL_PREFIXES + ZOO_PREFIXES,
-                                     load_from_remote, force=True)
-    # mmengine's zoo loaders call this module-level name; a third-party
-    # scheme that does too gets the safe reader
-    mmengine_checkpoint.load_from_http = load_from_remote
-
-
-register_safe_loaders()
 allow_mmengine_checkpoint_types()
 # what the tools report in one line, naming the file: a crafted, truncated
-# or mismatching checkpoint
+# or mismatching checkpoint (CheckpointMismatchError is a CheckpointError)
 CHECKPOINT_ERRORS = (CheckpointError, )

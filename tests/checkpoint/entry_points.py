@@ -20,7 +20,7 @@ DEMO = str(REPO / 'configs' / 'demo' / 'cascade_convnext_demo.py')
 _API = '''
 import sys
 from convnext_dense.apis.inference import Inferencer
-from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+from convnext_dense.checkpoint import CHECKPOINT_ERRORS
 try:
     Inferencer(sys.argv[1], sys.argv[2])
 except CHECKPOINT_ERRORS as err:
@@ -28,8 +28,8 @@ except CHECKPOINT_ERRORS as err:
 '''
 _READER = '''
 import sys
-from convnext_dense.models.checkpoint import read_checkpoint
-from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+from convnext_dense.checkpoint.backbone import read_checkpoint
+from convnext_dense.checkpoint import CHECKPOINT_ERRORS
 try:
     read_checkpoint(sys.argv[1])
 except (*CHECKPOINT_ERRORS, ValueError) as err:

@@ -1,7 +1,7 @@
 """Reading ConvNeXt checkpoints of every common schema, safely.
 
 The key schemas and the pure functions that map them live in
-:mod:`convnext_dense.models.key_schemas` (re-exported here);
+:mod:`convnext_dense.checkpoint.key_schemas` (re-exported here);
 :func:`load_backbone_checkpoint` reads a file, detects its format, maps it,
 and refuses to leave a backbone silently random; :func:`convert_checkpoint`
 rewrites a file in another schema.
@@ -20,13 +20,13 @@ from collections.abc import Mapping
 import torch
 from mmengine.logging import print_log
 
-from .checkpoint_io import (URL_PREFIXES, ZOO_PREFIXES, CheckpointError,
-                            load_checkpoint_file)
+from .download import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
 from .key_schemas import (FORMATS, SCHEMAS, detect_format, detect_prefix,
                           from_official, to_official)
+from .reader import CheckpointError
 
 __all__ = [
-    'FORMATS', 'SCHEMAS', 'compare_state_dicts', 'convert_checkpoint',
+    'FORMATS', 'SCHEMAS', 'convert_checkpoint',
     'detect_format', 'detect_prefix', 'from_official',
     'load_backbone_checkpoint', 'read_checkpoint', 'to_official'
 ]
@@ -35,7 +35,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint without ever executing code from it.
 
     A local path, a URL or a model-zoo name, read by
-    :func:`convnext_dense.models.checkpoint_io.load_checkpoint_file`
+    :func:`convnext_dense.checkpoint.download.load_checkpoint_file`
     (safetensors, or ``torch.load(weights_only=True)``; URLs are downloaded
     into the cache first). The wrapping keys ``model`` (official
     ImageNet files) and ``state_dict`` (mmengine/mmdet/mmseg files) are
@@ -66,27 +66,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f'{path} does not hold a state dict of tensors')
     return dict(obj)
-
-
-def compare_state_dicts(expected: Mapping[str, torch.Tensor],
-                        found: Mapping[str, object]
-                        ) -> tuple[list[str], list[str], list[str]]:
-    """How a state dict ``found`` differs from the ``expected`` one.
-
-    Returns:
-        ``(missing, unexpected, mis_shaped)``: keys of ``expected`` absent
-        from ``found``; keys of ``found`` absent from ``expected``; keys in
-        both whose tensors differ in shape (values of ``found`` without a
-        shape are not compared). Each list keeps its dict's key order.
-    """
-    missing = [key for key in expected if key not in found]
-    unexpected = [key for key in found if key not in expected]
-    mis_shaped = [
-        key for key in expected
-        if key in found and hasattr(found[key], 'shape')
-        and found[key].shape != expected[key].shape
-    ]
-    return missing, unexpected, mis_shaped
 
 
 def load_backbone_checkpoint(model: torch.nn.Module,
@@ -216,7 +195,7 @@ def convert_checkpoint(src: str | os.PathLike,
             infers it from the presence of GRN weights. Defaults to None.
         force: Overwrite an existing ``dst``. Defaults to False.
         prefix: The model prefix of the target schema (see
-            :func:`~convnext_dense.models.key_schemas.from_official`); None
+            :func:`~convnext_dense.checkpoint.key_schemas.from_official`); None
             keeps the source's own when source and target schema are the
             same, and writes the schema's default otherwise. Defaults to
             None.
