@@ -9,6 +9,7 @@ from .known_warnings import filter_known_warnings  # noqa: I001
 filter_known_warnings()
 # then: mmcv's missing compiled ops, before anything imports mmcv.ops
 from . import ops  # noqa: F401,E402,I001
+from . import checkpoint  # noqa: F401,E402  (safe loaders for mmengine)
 from . import models  # noqa: F401,E402  (registers ConvNeXt)
 from . import engine  # noqa: F401,E402
 from .registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS  # noqa: E402

@@ -5,7 +5,7 @@ mmpretrain and Hugging Face key schemas.
         [--prefix PREFIX] [--force]
 
 The source format is detected. The work is done by
-:func:`convnext_dense.models.checkpoint.convert_checkpoint`; this file only
+:func:`convnext_dense.checkpoint.backbone.convert_checkpoint`; this file only
 parses arguments and prints a one-line summary.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convnext_dense.models.checkpoint import FORMATS, convert_checkpoint
+from convnext_dense.checkpoint import FORMATS, convert_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -47,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    from convnext_dense.apis.inference import CheckpointMismatchError
     from convnext_dense.apis.export import export_onnx
+    from convnext_dense.checkpoint import CHECKPOINT_ERRORS
     from convnext_dense.deploy.graphs import UnsupportedModelError
     from convnext_dense.fileio import OutputOverwritesInputError
     try:
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> str:
                           shape=tuple(args.shape) if args.shape else None,
                           opset=args.opset, dynamic=not args.static,
                           fp16=args.fp16)
-    except (FileNotFoundError, CheckpointMismatchError,
-            OutputOverwritesInputError, UnsupportedModelError) as err:
+    except (FileNotFoundError, OutputOverwritesInputError,
+            UnsupportedModelError, *CHECKPOINT_ERRORS) as err:
         sys.exit(f'error: {err}')
     print(f'wrote {out}')
     return out

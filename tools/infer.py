@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     from convnext_dense.apis.images import (OutputOverwritesInputError,
                                             UnreadableImageError)
     from convnext_dense.apis.inference import run_inference
-    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+    from convnext_dense.checkpoint import CHECKPOINT_ERRORS
     device = args.device or ('cuda:0' if torch.cuda.is_available() else
                              'cpu')
     try:

@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from convnext_dense.engine import check_annotations, check_dataset_paths
-    from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
+    from convnext_dense.checkpoint import CHECKPOINT_ERRORS
     from convnext_dense.apis.cli import (build_runner, dump_predictions,
                                          enable_tta, enable_visualization,
                                          load_config,

@@ -82,4 +82,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from convnext_dense.checkpoint import CHECKPOINT_ERRORS
+    try:
+        main()
+    except CHECKPOINT_ERRORS as err:
+        # --resume, load_from and init_cfg checkpoints: the message names
+        # the file and what is wrong with it
+        sys.exit(f'error: {err}')

@@ -200,7 +200,7 @@ def share_weights(ours: nn.Module, theirs: nn.Module) -> None:
     With equal weights both detectors propose the same boxes, so their RoI
     heads do the same work and only the backbones' speed differs.
     """
-    from convnext_dense.models.checkpoint import from_official
+    from convnext_dense.checkpoint.key_schemas import from_official
     state = ours.state_dict()
     backbone = {k[len('backbone.'):]: v for k, v in state.items()
                 if k.startswith('backbone.')}

@@ -28,9 +28,10 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from convnext_dense.models.checkpoint_match import (CheckpointMismatchError,
-                                                    check_checkpoint_fits,
-                                                    state_dict_of)
+from convnext_dense.checkpoint.loaders import read_model_checkpoint
+from convnext_dense.checkpoint.mismatch import (CheckpointMismatchError,
+                                                check_checkpoint_fits,
+                                                state_dict_of)
 from convnext_dense.tasks import detect_task, inference_pipeline
 
 from .config_args import find_config
@@ -86,8 +87,9 @@ def resolve_checkpoint(path: str) -> str:
 def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
     """Load a checkpoint into ``model``, refusing any mismatch.
 
-    Reads the file with ``torch.load(weights_only=True)`` and the allow-list
-    of :mod:`convnext_dense.models.checkpoint_io`, so mmengine checkpoints of
+    Reads the file (a path, URL or zoo name) through
+    :func:`convnext_dense.checkpoint.loaders.read_model_checkpoint`: the
+    package's one reader, with its allow-list, so mmengine checkpoints of
     training runs load and crafted pickles do not.
 
     Returns:
@@ -97,13 +99,11 @@ def load_checkpoint_strict(model: nn.Module, filename: str) -> dict:
         CheckpointMismatchError: If any tensor of the model is missing in
             the file, any tensor of the file has no place in the model, or
             any shape differs; the message counts each kind and names the
-            first few (:func:`~convnext_dense.models.checkpoint_match.
+            first few (:func:`~convnext_dense.checkpoint.mismatch.
             describe_mismatch`, the report ``tools/test.py`` and
             ``--resume`` give too).
     """
-    from mmengine.runner.checkpoint import _load_checkpoint
-
-    checkpoint = _load_checkpoint(filename, map_location='cpu')
+    checkpoint = read_model_checkpoint(filename, map_location='cpu')
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(
             f'{filename} holds a {type(checkpoint).__name__}, not a '

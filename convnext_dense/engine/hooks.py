@@ -34,10 +34,10 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
-from ..models.checkpoint_match import (CheckpointMismatchError,
-                                       check_checkpoint_fits,
-                                       describe_mismatch, state_dict_of,
-                                       unwrap_model)
+from ..checkpoint.mismatch import (CheckpointMismatchError,
+                                   check_checkpoint_fits,
+                                   describe_mismatch, state_dict_of,
+                                   unwrap_model)
 from ..registry import HOOKS
 from .atomic_save import atomic_write, remove_partial_files
 
@@ -174,7 +174,7 @@ class AtomicCheckpointHook(CheckpointHook):
             return
         path = runner.cfg.get('load_from') or find_latest_checkpoint(
             runner.work_dir)
-        raise ValueError(
+        raise CheckpointMismatchError(
             f'cannot resume from {path}: it holds another model than the '
             f'config builds {report}. Resume with the config the checkpoint '
             'was trained with; to start a new training from its weights, '
@@ -361,7 +361,7 @@ class StrictLoadHook(Hook):
     mis-shaped tensors only produce warnings, and the run goes on with
     those weights as initialised. This hook runs in its
     ``after_load_checkpoint``, before any weight is copied, and raises
-    :class:`~convnext_dense.models.checkpoint_match.CheckpointMismatchError`
+    :class:`~convnext_dense.checkpoint.mismatch.CheckpointMismatchError`
     with the same report as ``tools/infer.py``. ``tools/test.py`` adds it;
     its ``--allow-partial`` logs the report as a warning instead.
 

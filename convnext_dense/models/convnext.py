@@ -6,7 +6,7 @@ authors' module names (``downsample_layers``, ``stages.i.j.{dwconv,norm,
 pwconv1,pwconv2,gamma}``, ``norm{i}``) so that their released detection and
 segmentation checkpoints load strictly, and so that every other key schema
 (timm, mmpretrain, Hugging Face) maps onto it with one pure function
-(:mod:`convnext_dense.models.checkpoint`).
+(:mod:`convnext_dense.checkpoint.backbone`).
 
 The file reads bottom-up: layer norm, GRN, block, then the backbone.
 """
@@ -277,7 +277,7 @@ class ConvNeXt(BaseModule):
         use_grn: Force GRN on or off; None follows the arch. Defaults to None.
         init_cfg: mmengine init config. ``dict(type='Pretrained',
             checkpoint=PATH)`` loads any supported checkpoint format through
-            :func:`convnext_dense.models.checkpoint.load_backbone_checkpoint`;
+            :func:`convnext_dense.checkpoint.backbone.load_backbone_checkpoint`;
             add ``allow_partial=True`` to accept a file that leaves backbone
             weights missing. Defaults to None (truncated-normal init).
             Anything else (another init type, a list, an unknown key)
@@ -422,7 +422,7 @@ class ConvNeXt(BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             # imported here: the loader needs nothing at module import time
-            from convnext_dense.models.checkpoint import \
+            from convnext_dense.checkpoint.backbone import \
                 load_backbone_checkpoint
             load_backbone_checkpoint(
                 self,

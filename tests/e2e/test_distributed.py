@@ -22,7 +22,7 @@ import sys
 import pytest
 import torch
 
-from convnext_dense.models.checkpoint_io import allow_mmengine_checkpoint_types
+from convnext_dense.checkpoint.reader import allow_mmengine_checkpoint_types
 from engine.toy_runner import (REPO_ROOT, SCRIPT, toy_env,
                                write_detector_config)
 

@@ -21,7 +21,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 
 from convnext_dense.engine.atomic_save import (AtomicLocalBackend,
                                                remove_partial_files)
-from convnext_dense.models.checkpoint_io import allow_mmengine_checkpoint_types
+from convnext_dense.checkpoint.reader import allow_mmengine_checkpoint_types
 
 from .toy_runner import (assert_same_run, build_cfg, reference_run, run_toy,
                          train_in_process)

@@ -17,7 +17,7 @@ from mmengine.logging import MessageHub
 from mmengine.runner import Runner
 
 from convnext_dense.engine.hooks import NonFiniteLossError, NonFiniteLossHook
-from convnext_dense.models.checkpoint_io import allow_mmengine_checkpoint_types
+from convnext_dense.checkpoint.reader import allow_mmengine_checkpoint_types
 
 from .toy_runner import build_cfg
 

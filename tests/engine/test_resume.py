@@ -1,4 +1,4 @@
-"""Resuming under torch >= 2.6 (convnext_dense/models/checkpoint_io.py).
+"""Resuming under torch >= 2.6 (convnext_dense/checkpoint/reader.py).
 
 - The bug: mmengine 0.10.7 checkpoints do not load with torch's default
   ``weights_only=True`` ("Weights only load failed"); with the allow-list
@@ -31,7 +31,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from convnext_dense.models.checkpoint_io import (
+from convnext_dense.checkpoint.reader import (
     allow_mmengine_checkpoint_types, mmengine_checkpoint_safe_globals)
 
 from .toy_runner import (KILL_AT_ITER_ENV, KILL_IN_VAL_ENV, REPO_ROOT,

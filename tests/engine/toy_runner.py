@@ -554,7 +554,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.path.insert(0, REPO_ROOT)
     # registers the convnext_dense hooks and the checkpoint allow-list
     import convnext_dense.engine.hooks  # noqa: F401
-    from convnext_dense.models.checkpoint_io import \
+    from convnext_dense.checkpoint.reader import \
         allow_mmengine_checkpoint_types
     allow_mmengine_checkpoint_types()
 

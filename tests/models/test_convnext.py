@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convnext_dense.models.checkpoint import to_official
+from convnext_dense.checkpoint.backbone import to_official
 from convnext_dense.models.convnext import ARCH_SETTINGS, GRN, Block, ConvNeXt
 from helpers.random_weights import randomize_
 

@@ -4,7 +4,7 @@ config of this package each one loads into.
 Their checkpoints were trained with mmdet 2.11 (Swin-Transformer-Object-
 Detection) and mmseg 0.x (BEiT's semantic_segmentation); mmdet 3.x and
 mmseg 1.x kept the module names of these heads, so the state dicts load
-strictly, without renaming (``tests/models/test_released.py`` checks every
+strictly, without renaming (``tests/checkpoint/test_released.py`` checks every
 one against the key names and shapes of the authors' configs). The numbers
 are the authors' (their READMEs and the paper), not measured here.
 """

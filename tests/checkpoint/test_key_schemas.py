@@ -19,12 +19,12 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from convnext_dense.models.checkpoint import (detect_format,
-                                              load_backbone_checkpoint,
-                                              read_checkpoint, to_official)
+from convnext_dense.checkpoint.backbone import (detect_format,
+                                                load_backbone_checkpoint,
+                                                read_checkpoint, to_official)
 from convnext_dense.models.convnext import ConvNeXt
 
-from .test_convnext import layer_norm_nchw, randomize_
+from models.test_convnext import layer_norm_nchw, randomize_
 
 transformers = pytest.importorskip('transformers')
 

@@ -28,9 +28,9 @@ pytest.importorskip('mmseg')
 from mmengine.config import Config  # noqa: E402
 
 from convnext_dense.tasks import build_model  # noqa: E402
-from convnext_dense.models.checkpoint_match import \
+from convnext_dense.checkpoint.mismatch import \
     check_checkpoint_fits  # noqa: E402
-from convnext_dense.models.released import RELEASED  # noqa: E402
+from convnext_dense.checkpoint.released import RELEASED  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 transformers' ``UperNetForSemanticSegmentation`` with a ConvNeXt backbone
 (e.g. ``openmmlab/upernet-convnext-*``) is mmseg's UperNet renamed: the
 backbone is ``ConvNextBackbone`` (its key schema is the ``huggingface`` row
-of :mod:`convnext_dense.models.key_schemas`, prefix ``backbone.``, with
+of :mod:`convnext_dense.checkpoint.key_schemas`, prefix ``backbone.``, with
 ``hidden_states_norms.stage{1..4}`` for our ``norm0..3``); the heads keep
 mmseg's module names except that ``ConvModule``'s ``bn`` is ``batch_norm``
 and ``conv_seg`` is ``classifier``. Both functions here are pure and
@@ -11,7 +11,7 @@ inverse to each other; every key is mapped or the call fails.
 
 ``tools/test.py CONFIG model.safetensors`` evaluates such a file directly:
 mmengine's checkpoint loader of this package converts it on reading
-(:mod:`convnext_dense.models.checkpoint_io`).
+(:mod:`convnext_dense.checkpoint.loaders`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Reading ConvNeXt checkpoints of every common schema, safely.
 
 The key schemas and the pure functions that map them live in
-:mod:`convnext_dense.models.key_schemas` (re-exported here);
+:mod:`convnext_dense.checkpoint.key_schemas` (re-exported here);
 :func:`load_backbone_checkpoint` reads a file, detects its format, maps it,
 and refuses to leave a backbone silently random; :func:`convert_checkpoint`
 rewrites a file in another schema.
@@ -21,12 +21,13 @@ from mmengine.logging import print_log
 
 from convnext_dense.fileio import atomic_open, check_outputs
 
-from .checkpoint_io import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
+from .download import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
 from .key_schemas import (FORMATS, SCHEMAS, detect_format, detect_prefix,
                           from_official, to_official)
+from .reader import CheckpointError
 
 __all__ = [
-    'FORMATS', 'SCHEMAS', 'compare_state_dicts', 'convert_checkpoint',
+    'FORMATS', 'SCHEMAS', 'convert_checkpoint',
     'detect_format', 'detect_prefix', 'from_official',
     'load_backbone_checkpoint', 'read_checkpoint', 'to_official'
 ]
@@ -35,7 +36,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint without ever executing code from it.
 
     A local path, a URL or a model-zoo name, read by
-    :func:`convnext_dense.models.checkpoint_io.load_checkpoint_file`
+    :func:`convnext_dense.checkpoint.download.load_checkpoint_file`
     (safetensors, or ``torch.load(weights_only=True)``; URLs are downloaded
     into the cache first). The wrapping keys ``model`` (official
     ImageNet files) and ``state_dict`` (mmengine/mmdet/mmseg files) are
@@ -52,11 +53,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
         obj = load_checkpoint_file(path, map_location='cpu')
-    except Exception as err:  # pickle, zip and safetensors errors alike
-        raise ValueError(
-            f'cannot read checkpoint {path}: it is corrupt, truncated, or '
-            'holds objects that a weights-only load refuses (a pickle that '
-            f'would run code is refused here). Cause: {type(err).__name__}: '
+    except CheckpointError:
+        raise  # the reader's message names the file and the problem
+    except Exception as err:  # e.g. a download that failed
+        raise CheckpointError(
+            f'cannot read checkpoint {path}: {type(err).__name__}: '
             f'{str(err).splitlines()[0] if str(err) else ""}') from err
     for wrapper in ('state_dict', 'model'):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
@@ -64,29 +65,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             break
     if not isinstance(obj, Mapping) or not all(
             isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f'{path} does not hold a state dict of tensors')
+        raise CheckpointError(f'{path} does not hold a state dict of tensors')
     return dict(obj)
-
-
-def compare_state_dicts(expected: Mapping[str, torch.Tensor],
-                        found: Mapping[str, object]
-                        ) -> tuple[list[str], list[str], list[str]]:
-    """How a state dict ``found`` differs from the ``expected`` one.
-
-    Returns:
-        ``(missing, unexpected, mis_shaped)``: keys of ``expected`` absent
-        from ``found``; keys of ``found`` absent from ``expected``; keys in
-        both whose tensors differ in shape (values of ``found`` without a
-        shape are not compared). Each list keeps its dict's key order.
-    """
-    missing = [key for key in expected if key not in found]
-    unexpected = [key for key in found if key not in expected]
-    mis_shaped = [
-        key for key in expected
-        if key in found and hasattr(found[key], 'shape')
-        and found[key].shape != expected[key].shape
-    ]
-    return missing, unexpected, mis_shaped
 
 
 def load_backbone_checkpoint(model: torch.nn.Module,
@@ -115,11 +95,11 @@ def load_backbone_checkpoint(model: torch.nn.Module,
         raw = {k[len(prefix):]: v for k, v in raw.items()
                if k.startswith(prefix)}
         if not raw:
-            raise ValueError(f'no key of {path} starts with {prefix!r}')
+            raise CheckpointError(f'no key of {path} starts with {prefix!r}')
     try:
         fmt = detect_format(raw)
     except ValueError as err:
-        raise ValueError(f'{path}: {err}') from None
+        raise CheckpointError(f'{path}: {err}') from None
     mapped, ignored = to_official(raw, fmt)
 
     own = model.state_dict()
@@ -128,7 +108,7 @@ def load_backbone_checkpoint(model: torch.nn.Module,
         for k, v in mapped.items() if k in own and v.shape != own[k].shape
     ]
     if mismatched:
-        raise ValueError(
+        raise CheckpointError(
             f'{path} ({fmt}) does not fit this ConvNeXt (another arch?); '
             f'{len(mismatched)} shape mismatches, e.g. '
             + '; '.join(mismatched[:5]))
@@ -140,14 +120,15 @@ def load_backbone_checkpoint(model: torch.nn.Module,
                   and not re.match(r'(norm|head)\.', k)]
     loaded = [k for k in mapped if k in own]
     if not loaded:
-        raise ValueError(f'{path} ({fmt}) shares no key with this ConvNeXt')
+        raise CheckpointError(
+            f'{path} ({fmt}) shares no key with this ConvNeXt')
     if required_missing and not allow_partial:
-        raise ValueError(
+        raise CheckpointError(
             f'{path} ({fmt}) would leave {len(required_missing)} of '
             f'{len(own)} backbone tensors random, e.g. '
             f'{required_missing[:5]}; pass allow_partial=True to accept')
     if unexpected and not allow_partial:
-        raise ValueError(
+        raise CheckpointError(
             f'{path} ({fmt}) has {len(unexpected)} backbone keys this '
             f'ConvNeXt lacks (another arch?), e.g. {unexpected[:5]}')
     model.load_state_dict({k: mapped[k] for k in loaded}, strict=False)
@@ -207,7 +188,7 @@ def convert_checkpoint(src: str | os.PathLike,
             infers it from the presence of GRN weights. Defaults to None.
         force: Overwrite an existing ``dst``. Defaults to False.
         prefix: The model prefix of the target schema (see
-            :func:`~convnext_dense.models.key_schemas.from_official`); None
+            :func:`~convnext_dense.checkpoint.key_schemas.from_official`); None
             keeps the source's own when source and target schema are the
             same, and writes the schema's default otherwise. Defaults to
             None.
@@ -237,7 +218,7 @@ def convert_checkpoint(src: str | os.PathLike,
     try:
         src_fmt = detect_format(raw)
     except ValueError as err:
-        raise ValueError(f'{src}: {err}') from None
+        raise CheckpointError(f'{src}: {err}') from None
     official, dropped = to_official(raw, src_fmt)
     if v2 is None:
         v2 = any('.grn.' in key for key in official)
@@ -246,9 +227,18 @@ def convert_checkpoint(src: str | os.PathLike,
     try:
         converted = from_official(official, fmt, v2=v2, prefix=prefix)
     except KeyError as err:
-        raise ValueError(
+        raise CheckpointError(
             f'{src} ({src_fmt}) cannot be written as {fmt}: {err.args[0]} '
             '(convert to official or mmpretrain to keep it)') from None
+    for key, tensor in converted.items():
+        # a view repeating its storage (stride 0) is written element by
+        # element: 1e12 elements from 4 bytes would fill the disk
+        if tensor.numel() * tensor.element_size() > \
+                tensor.untyped_storage().nbytes():
+            raise CheckpointError(
+                f'{src}: {key} is a {tuple(tensor.shape)} view of '
+                f'{tensor.untyped_storage().nbytes()} bytes; writing it '
+                f'would take {tensor.numel() * tensor.element_size()}')
     _save_atomically(converted, dst, _WRAPPER_KEY[fmt])
     return dict(src=src, dst=dst, source_format=src_fmt, format=fmt,
                 tensors=len(converted), dropped=dropped)

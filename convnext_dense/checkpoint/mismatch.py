@@ -17,16 +17,38 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+import torch
 import torch.nn as nn
 
-from .checkpoint import compare_state_dicts
+from .reader import CheckpointError
 
 # keys named per kind of difference
 SHOWN_KEYS = 5
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(CheckpointError, RuntimeError):
     """The checkpoint's tensors do not fit the model the config builds."""
+
+
+def compare_state_dicts(expected: Mapping[str, torch.Tensor],
+                        found: Mapping[str, object]
+                        ) -> tuple[list[str], list[str], list[str]]:
+    """How a state dict ``found`` differs from the ``expected`` one.
+
+    Returns:
+        ``(missing, unexpected, mis_shaped)``: keys of ``expected`` absent
+        from ``found``; keys of ``found`` absent from ``expected``; keys in
+        both whose tensors differ in shape (values of ``found`` without a
+        shape are not compared). Each list keeps its dict's key order.
+    """
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    mis_shaped = [
+        key for key in expected
+        if key in found and hasattr(found[key], 'shape')
+        and found[key].shape != expected[key].shape
+    ]
+    return missing, unexpected, mis_shaped
 
 
 def state_dict_of(checkpoint: Mapping) -> dict:

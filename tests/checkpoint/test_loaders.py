@@ -1,4 +1,4 @@
-"""Checkpoint reading (convnext_dense/models/checkpoint_io.py): every name a
+"""Checkpoint reading (convnext_dense/checkpoint/reader.py): every name a
 checkpoint can be given by ends in one weights-only read.
 
 The remote cases serve files from a local ``http.server`` on 127.0.0.1. A
@@ -30,10 +30,12 @@ from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
                                         load_checkpoint)
 
-from convnext_dense.models import ConvNeXt, checkpoint_io, read_checkpoint
-from convnext_dense.models.checkpoint_io import (URL_PREFIXES, ZOO_PREFIXES,
-                                                 download, load_from_local,
-                                                 load_from_remote)
+from convnext_dense.checkpoint import download as checkpoint_io
+from convnext_dense.checkpoint import read_checkpoint, reader
+from convnext_dense.models import ConvNeXt
+from convnext_dense.checkpoint.download import (URL_PREFIXES, ZOO_PREFIXES,
+                                                download)
+from convnext_dense.checkpoint.loaders import load_from_local, load_from_remote
 
 
 class _RunsCode:
@@ -126,7 +128,7 @@ def test_crafted_pickle_by_url_is_refused_everywhere(
             read_checkpoint(name)  # the backbone's own loader
         assert not marker.exists(), name
     # the cached download is read as safely on every later load
-    assert (cache / 'evil.pth').is_file()
+    assert (cache / checkpoint_io.cache_name(f'{base}/evil.pth')).is_file()
     with pytest.raises(pickle.UnpicklingError):
         _load_checkpoint(f'{base}/evil.pth')
     assert not marker.exists()
@@ -167,9 +169,49 @@ def test_backbone_weights_by_url_load_and_are_cached_once(
                                        rtol=0, atol=0)
         state = _load_checkpoint(name, map_location='cpu')
         assert set(state['model']) == set(source.state_dict())
-    # one file name in the cache, fetched once, no partial file left
-    assert sorted(os.listdir(cache)) == ['good.pth']
+    # one file in the cache with its URL beside it, fetched once, no
+    # partial file left
+    name = checkpoint_io.cache_name(f'{base}/good.pth')
+    assert sorted(os.listdir(cache)) == [name, f'{name}.url']
+    assert (cache / f'{name}.url').read_text() == f'{base}/good.pth\n'
     assert requests.count('/good.pth') == 1
+
+
+def test_two_urls_of_one_file_name_are_two_cache_entries(
+        server, cache) -> None:
+    """The Hub names every model's weights ``model.safetensors``: the
+    second model must not be read from the first one's download."""
+    root, base, requests = server
+    models = {}
+    for folder, seed in (('a', 0), ('b', 1)):
+        torch.manual_seed(seed)
+        models[folder] = ConvNeXt(arch='test').state_dict()
+        (root / folder).mkdir()
+        torch.save({'model': models[folder]}, root / folder / 'model.pth')
+    for _ in range(2):  # downloads, then the cache
+        for folder in ('a', 'b'):
+            loaded = read_checkpoint(f'{base}/{folder}/model.pth')
+            for key, value in models[folder].items():
+                torch.testing.assert_close(loaded[key], value, rtol=0,
+                                           atol=0)
+    assert requests.count('/a/model.pth') == 1
+    assert requests.count('/b/model.pth') == 1
+    assert len(os.listdir(cache)) == 4  # two files, two URL records
+
+
+def test_cached_file_without_its_url_record_is_downloaded_again(
+        server, cache) -> None:
+    root, base, requests = server
+    torch.save({'model': ConvNeXt(arch='test').state_dict()},
+               root / 'model.pth')
+    path = download(f'{base}/model.pth')
+    os.remove(f'{path}.url')  # e.g. a crash between record and download
+    with open(path, 'wb') as file:
+        file.write(b'another file')
+    assert download(f'{base}/model.pth') == path
+    assert requests.count('/model.pth') == 2
+    assert read_checkpoint(path).keys() == \
+        ConvNeXt(arch='test').state_dict().keys()
 
 
 def test_broken_download_leaves_nothing(server, cache) -> None:
@@ -260,7 +302,7 @@ def test_allowed_types_combined_to_reach_code_are_refused(
     HistoryBuffer()  # registers the default statistics
     table = dict(HistoryBuffer._statistics_methods)
 
-    with pytest.raises(checkpoint_io.UnsafeCheckpointError) as info:
+    with pytest.raises(reader.UnsafeCheckpointError) as info:
         _load_checkpoint(str(path), map_location='cpu')
     assert str(info.value) == (
         f'{path} is not a checkpoint mmengine writes, so it was not loaded: '

@@ -20,12 +20,12 @@ from mmengine.model import revert_sync_batchnorm  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import load_checkpoint  # noqa: E402
 
-from convnext_dense.models.checkpoint import read_checkpoint  # noqa: E402
-from convnext_dense.models.hf_upernet import (is_hf_upernet,  # noqa: E402
+from convnext_dense.checkpoint.backbone import read_checkpoint  # noqa: E402
+from convnext_dense.checkpoint.hf_upernet import (is_hf_upernet,  # noqa: E402
                                               mmseg_to_upernet,
                                               upernet_to_mmseg)
 
-from .test_convnext import randomize_  # noqa: E402
+from models.test_convnext import randomize_  # noqa: E402
 
 CONFIG = osp.join(osp.dirname(__file__), '..', '..', 'configs',
                   'upernet_convnext_t.py')

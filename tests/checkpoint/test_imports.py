@@ -1,0 +1,64 @@
+"""Every module of the checkpoint package imports on its own, in a fresh
+interpreter: no import circle is held together by the order in which a
+package ``__init__`` happens to import its modules (``models/checkpoint.py
+-> checkpoint_io.py -> checkpoint_match.py -> checkpoint.py`` was one:
+importing ``checkpoint_match`` first failed with "partially initialized
+module"), and the reader imports none of the modules above it.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / 'convnext_dense' / \
+    'checkpoint'
+MODULES = sorted(path.stem for path in PACKAGE.glob('*.py')
+                 if path.stem != '__init__')
+
+
+def test_the_package_has_the_expected_modules() -> None:
+    assert MODULES == ['backbone', 'download', 'hf_upernet', 'key_schemas',
+                       'loaders', 'mismatch', 'preflight', 'reader']
+
+
+@pytest.mark.slow  # ~2 min: eight interpreters importing torch
+def test_every_module_imports_on_its_own() -> None:
+    # one interpreter per module, run side by side
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE.parents[1]))
+    runs = {
+        module: subprocess.Popen(
+            [sys.executable, '-c',
+             f'import convnext_dense.checkpoint.{module}'], env=env,
+            stderr=subprocess.PIPE, text=True)
+        for module in MODULES
+    }
+    failed = {module: run.communicate(timeout=300)[1][-1000:]
+              for module, run in runs.items() if run.wait() != 0}
+    assert not failed
+
+
+def _siblings(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f'{module}.py').read_text())
+    return {node.module.split('.')[0] for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+            and node.module}
+
+
+@pytest.mark.parametrize('module, allowed', [
+    ('preflight', set()),
+    ('key_schemas', set()),
+    ('reader', {'preflight'}),
+    ('hf_upernet', {'key_schemas'}),
+    ('download', {'reader'}),
+    ('mismatch', {'reader'}),
+    ('loaders', {'download', 'hf_upernet'}),
+    ('backbone', {'download', 'key_schemas', 'reader'}),
+])
+def test_modules_import_only_those_below_them(module: str,
+                                              allowed: set) -> None:
+    assert _siblings(module) == allowed
