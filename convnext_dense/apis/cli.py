@@ -47,10 +47,11 @@ def load_config(path: str,
     path = find_config(path)
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
+    # the default first, so that --cfg-options may set the key it adds
+    set_dist_timeout(cfg)
     if cfg_options:
         check_cfg_options(cfg, cfg_options, allow_new_keys)
         cfg.merge_from_dict(cfg_options)
-    set_dist_timeout(cfg)
     if data_root is not None:
         set_data_root(cfg, data_root)
     if work_dir is not None:
