@@ -2,6 +2,7 @@
 
     python tools/demo.py det   # Cascade Mask R-CNN, toy COCO: box/mask AP
     python tools/demo.py seg   # UperNet, toy ADE: mIoU
+    python tools/demo.py det --precision bf16   # trained and tested in bf16
 
 Run from the repository root: data goes to data/toy_*, logs, checkpoint and
 painted predictions to work_dirs/demo_*/. The logic lives in
@@ -14,12 +15,14 @@ import argparse
 from mmengine.config import DictAction
 
 from convnext_dense.apis.demo import TASKS
+from convnext_dense.engine.precision import add_precision_argument
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('task', choices=sorted(TASKS))
     parser.add_argument('--work-dir', help='default: work_dirs/demo_<task>')
+    add_precision_argument(parser)
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override demo config entries, e.g. train_cfg.max_epochs=1')
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     from mmengine.logging import print_log
 
     from convnext_dense.apis.demo import run_demo  # noqa: E402
-    metrics = run_demo(args.task, args.work_dir, args.cfg_options)
+    metrics = run_demo(args.task, args.work_dir, args.cfg_options,
+                       precision=args.precision)
     print_log('demo metrics: ' + ', '.join(
         f'{key}={value:.3f}' if isinstance(value, float) else f'{key}={value}'
         for key, value in metrics.items()), logger='current')

@@ -2,6 +2,7 @@
 
     python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir DIR
         [--score-thr 0.3] [--opacity 0.5] [--device cpu]
+        [--precision {auto,fp32,bf16,fp16}]
     python tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR \\
         --backend onnxruntime
 
@@ -27,6 +28,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convnext_dense.engine.precision import add_precision_argument
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default=None,
                         help="e.g. 'cpu', 'cuda:0' (default: cuda:0 if "
                         'available, else cpu)')
+    add_precision_argument(parser)
     parser.add_argument('--backend', default='pytorch',
                         choices=('pytorch', 'onnxruntime'),
                         help='run the PyTorch model or an exported ONNX '
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
     import torch
 
+    from convnext_dense.engine import PrecisionError
     from convnext_dense.apis.inference import (OutputOverwritesInputError,
                                                UnreadableImageError,
                                                run_inference)
@@ -65,8 +70,8 @@ def main(argv: list[str] | None = None) -> list[str]:
         return run_inference(
             args.config, args.checkpoint, args.input, args.out_dir,
             device=device, score_thr=args.score_thr, opacity=args.opacity,
-            backend=args.backend)
-    except (FileNotFoundError, OutputOverwritesInputError,
+            backend=args.backend, precision=args.precision)
+    except (FileNotFoundError, OutputOverwritesInputError, PrecisionError,
             UnreadableImageError, *CHECKPOINT_ERRORS) as err:
         # the message says what is wrong; a traceback would bury it
         sys.exit(f'error: {err}')

@@ -2,13 +2,15 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
         [--show-dir DIR] [--show] [--tta] [--allow-partial]
+        [--precision {auto,fp32,bf16,fp16}]
         [--data-root PATH] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 Detection configs report COCO box/mask AP (CocoMetric), segmentation
 configs mIoU; multi-GPU: tools/dist_test.sh. A checkpoint that does not fit
 the config's model is refused, naming the missing, unexpected and
-mis-shaped tensors, unless --allow-partial.
+mis-shaped tensors, unless --allow-partial. ``--precision`` runs the model
+under autocast (:func:`convnext_dense.engine.apply_test_precision`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import os
 import sys
 
 from mmengine.config import DictAction
+
+from convnext_dense.engine.precision import add_precision_argument
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--allow-partial', action='store_true',
         help='evaluate even if the checkpoint does not fit the model: '
         'tensors that fit are loaded, the others stay as initialised')
+    add_precision_argument(parser)
     parser.add_argument(
         '--data-root', metavar='PATH',
         help='data_root of every dataset (evaluator annotation files '
@@ -58,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from convnext_dense.engine import check_annotations, check_dataset_paths
+    from convnext_dense.engine import (PrecisionError, apply_test_precision,
+                                       check_annotations, check_dataset_paths)
     from convnext_dense.models.checkpoint_io import CHECKPOINT_ERRORS
     from convnext_dense.apis.cli import (build_runner, dump_predictions,
                                          enable_tta, enable_visualization,
@@ -76,6 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)
+    try:
+        apply_test_precision(cfg, args.precision)
+    except PrecisionError as err:
+        sys.exit(f'error: {err}')
     runner = build_runner(cfg)
     if args.out:
         dump_predictions(runner, args.out)

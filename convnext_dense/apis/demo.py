@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from mmengine.logging import print_log
 
+from convnext_dense.engine.precision import apply_training_precision
 from convnext_dense.paths import REPO_ROOT
 
 
@@ -86,7 +87,8 @@ def prepare_data(task: DemoTask, data_root: str | None = None) -> str:
 
 def run_demo(name: str,
              work_dir: str | None = None,
-             cfg_options: dict | None = None) -> dict:
+             cfg_options: dict | None = None,
+             precision: str = 'auto') -> dict:
     """Run one demo end to end: data, training, evaluation, painting.
 
     Args:
@@ -94,6 +96,9 @@ def run_demo(name: str,
         work_dir: Overrides the task's work dir. Defaults to None.
         cfg_options: Config overrides (as ``--cfg-options`` gives them),
             e.g. a shorter schedule. Defaults to None.
+        precision: Training and testing precision, 'auto', 'fp32', 'bf16'
+            or 'fp16' (:func:`~convnext_dense.engine.
+            apply_training_precision`). Defaults to 'auto'.
 
     Returns:
         The test metrics, e.g. ``{'coco/bbox_mAP': ..., 'coco/segm_mAP':
@@ -120,6 +125,7 @@ def run_demo(name: str,
     # no validation during training: the test loop evaluates once, at the
     # end, and paints the predictions at the same time
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    apply_training_precision(cfg, precision)
     enable_visualization(cfg, show_dir=osp.abspath(osp.join(work_dir, 'vis')))
     runner = build_runner(cfg)
     start = time.perf_counter()

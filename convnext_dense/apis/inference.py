@@ -212,6 +212,11 @@ class Inferencer:
             file of ``tools/export_onnx.py`` (class names from its
             metadata; see :mod:`convnext_dense.deploy.runtime`). Defaults
             to 'pytorch'.
+        precision: 'fp32', 'bf16', 'fp16' or 'auto'
+            (:func:`~convnext_dense.engine.resolve_precision` for
+            ``device``): the PyTorch model runs under ``torch.autocast``
+            in it and hands float32 predictions back. onnxruntime runs
+            fp32 graphs only. Defaults to 'fp32'.
     """
 
     def __init__(self,
@@ -220,13 +225,23 @@ class Inferencer:
                  device: str = 'cpu',
                  score_thr: float = 0.3,
                  opacity: float = 0.5,
-                 backend: str = 'pytorch') -> None:
+                 backend: str = 'pytorch',
+                 precision: str = 'fp32') -> None:
         import convnext_dense  # noqa: F401  (registers the backbone)
+        from convnext_dense.engine.precision import (PrecisionError,
+                                                     resolve_precision)
 
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}; got '
                              f'{backend!r}')
+        if backend == 'onnxruntime' and precision not in ('auto', 'fp32'):
+            raise PrecisionError(
+                f'precision {precision}: the onnxruntime backend runs fp32 '
+                'graphs only (use --precision fp32, or the pytorch backend)')
         self.backend = backend
+        self.precision = resolve_precision(
+            'fp32' if backend == 'onnxruntime' else precision,
+            device if backend == 'pytorch' else 'cpu')
         self.config_file = resolve_config(config)
         cfg = Config.fromfile(self.config_file)
         self.task = detect_task(cfg)
@@ -300,11 +315,15 @@ class Inferencer:
         """
         if self.backend == 'onnxruntime':
             return self.model.predict(image)
-        if self.task == 'det':
-            from mmdet.apis import inference_detector
-            return inference_detector(self.model, image, self._pipeline)
-        from mmseg.apis import inference_model
-        return inference_model(self.model, image)
+        from convnext_dense.engine.autocast import outputs_to_float32
+        with self.precision.autocast():
+            if self.task == 'det':
+                from mmdet.apis import inference_detector
+                result = inference_detector(self.model, image, self._pipeline)
+            else:
+                from mmseg.apis import inference_model
+                result = inference_model(self.model, image)
+        return outputs_to_float32(result)
 
     def draw(self, image: np.ndarray, result, out_file: str | None = None
              ) -> np.ndarray:
@@ -337,7 +356,8 @@ def run_inference(config: str,
                   score_thr: float = 0.3,
                   opacity: float = 0.5,
                   progress: bool = True,
-                  backend: str = 'pytorch') -> list[str]:
+                  backend: str = 'pytorch',
+                  precision: str = 'fp32') -> list[str]:
     """Paint the predictions of a model on an image or a folder of images.
 
     Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
@@ -355,6 +375,7 @@ def run_inference(config: str,
         progress: Show a progress bar. Defaults to True.
         backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
             file. Defaults to 'pytorch'.
+        precision: See :class:`Inferencer`. Defaults to 'fp32'.
 
     Returns:
         The written files, in input order.
@@ -372,7 +393,7 @@ def run_inference(config: str,
         read_image(images[0][0])  # one named image: fail fast if broken
     inferencer = Inferencer(config, checkpoint, device=device,
                             score_thr=score_thr, opacity=opacity,
-                            backend=backend)
+                            backend=backend, precision=precision)
     print_log(
         f'{inferencer.task}: {inferencer.config_file} with '
         f'{inferencer.checkpoint_file}, {len(images)} image(s) -> {out_dir}',
