@@ -21,7 +21,8 @@ pytest.importorskip('mmdet')
 
 from convnext_dense.toy_data.toy_coco import (CLASSES,  # noqa: E402
                                               generate_toy_coco)
-from tool_runs import REPO, metric, run_tool  # noqa: E402
+from tool_runs import (REPO, metric, metrics_by_precision,  # noqa: E402
+                       run_tool)
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -167,3 +168,10 @@ def test_demo_learns(tmp_path):
     assert metric(log, 'coco/segm_mAP') >= 0.2
     painted = os.listdir(tmp_path / 'work_dirs' / 'demo_det' / 'vis')
     assert len(painted) == 60
+    # the trained demo evaluated in bf16: within 0.01 box and mask AP of fp32
+    work_dir = tmp_path / 'work_dirs' / 'demo_det'
+    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    keys = ['coco/bbox_mAP', 'coco/segm_mAP']
+    found = metrics_by_precision(DEMO_CONFIG, checkpoint, str(tmp_path), keys)
+    for key in keys:
+        assert abs(found['bf16'][key] - found['fp32'][key]) <= 0.01, found
