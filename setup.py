@@ -26,5 +26,6 @@ setup(
     install_requires=(['torch>=2.6', 'torchvision>=0.21']
                       + read_requirements('runtime.txt')),
     extras_require={'tests': read_requirements('tests.txt'),
-                    'benchmark': read_requirements('benchmark.txt')},
+                    'benchmark': read_requirements('benchmark.txt'),
+                    'deploy': read_requirements('deploy.txt')},
 )

@@ -4,7 +4,7 @@
         [--score-thr 0.3] [--opacity 0.5] [--device cpu]
         [--precision {auto,fp32,bf16,fp16}]
     python tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR \\
-        --backend onnxruntime
+        --backend {onnxruntime,openvino}
 
 Detection configs paint boxes, masks, class names and scores; segmentation
 configs a colour overlay with class names. The task comes from the config.
@@ -16,10 +16,10 @@ Runner dumped there, the checkpoint ``last_checkpoint`` names), e.g. after
     python tools/infer.py work_dirs/demo_det work_dirs/demo_det \\
         data/toy_coco/val2017 --out-dir work_dirs/demo_det/infer
 
-With ``--backend onnxruntime`` the second argument is a graph written by
-``tools/export_onnx.py`` (the whole model); the config gives the test
-pipeline and, for segmentation, the sliding-window settings. The PNGs are
-painted by the same visualizers.
+With ``--backend onnxruntime`` or ``openvino`` the second argument is a
+graph written by ``tools/export_onnx.py`` (the whole model); the config
+gives the test pipeline and, for segmentation, the sliding-window settings.
+The PNGs are painted by the same visualizers.
 
 The logic lives in :mod:`convnext_dense.apis.inference`.
 """
@@ -49,9 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'available, else cpu)')
     add_precision_argument(parser)
     parser.add_argument('--backend', default='pytorch',
-                        choices=('pytorch', 'onnxruntime'),
+                        choices=('pytorch', 'onnxruntime', 'openvino'),
                         help='run the PyTorch model or an exported ONNX '
-                        'graph (CPU)')
+                        'graph (CPU; openvino: pip install openvino)')
     return parser.parse_args(argv)
 
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
     import torch
 
+    from convnext_dense.deploy.runtime import UnsupportedByBackendError
     from convnext_dense.engine import PrecisionError
     from convnext_dense.apis.inference import (OutputOverwritesInputError,
                                                UnreadableImageError,
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> list[str]:
             device=device, score_thr=args.score_thr, opacity=args.opacity,
             backend=args.backend, precision=args.precision)
     except (FileNotFoundError, OutputOverwritesInputError, PrecisionError,
+            UnsupportedByBackendError,
             UnreadableImageError, *CHECKPOINT_ERRORS) as err:
         # the message says what is wrong; a traceback would bury it
         sys.exit(f'error: {err}')

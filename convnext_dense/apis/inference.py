@@ -36,7 +36,7 @@ from .images import (IMAGE_EXTENSIONS, OutputOverwritesInputError,  # noqa: F401
                      output_file, read_image)
 from .task import detect_task
 
-BACKENDS = ('pytorch', 'onnxruntime')
+BACKENDS = ('pytorch', 'onnxruntime', 'openvino')
 
 
 # ---------------------------------------------------------------------------
@@ -208,15 +208,16 @@ class Inferencer:
         score_thr: Detection: boxes scoring below it are not painted.
             Defaults to 0.3 (mmdet's demo default).
         opacity: Segmentation: weight of the colour overlay. Defaults to 0.5.
-        backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
-            file of ``tools/export_onnx.py`` (class names from its
-            metadata; see :mod:`convnext_dense.deploy.runtime`). Defaults
-            to 'pytorch'.
+        backend: 'pytorch', or 'onnxruntime' or 'openvino' with
+            ``checkpoint`` an .onnx file of ``tools/export_onnx.py`` (class
+            names from its metadata; see
+            :mod:`convnext_dense.deploy.runtime`). Defaults to 'pytorch'.
         precision: 'fp32', 'bf16', 'fp16' or 'auto'
             (:func:`~convnext_dense.engine.resolve_precision` for
             ``device``): the PyTorch model runs under ``torch.autocast``
-            in it and hands float32 predictions back. onnxruntime runs
-            fp32 graphs only. Defaults to 'fp32'.
+            in it and hands float32 predictions back; OpenVINO takes fp32
+            and bf16 as its precision hint; onnxruntime runs fp32 graphs
+            only. Defaults to 'fp32'.
     """
 
     def __init__(self,
@@ -238,6 +239,9 @@ class Inferencer:
             raise PrecisionError(
                 f'precision {precision}: the onnxruntime backend runs fp32 '
                 'graphs only (use --precision fp32, or the pytorch backend)')
+        if backend == 'openvino' and precision == 'fp16':
+            raise PrecisionError('precision fp16: the openvino backend runs '
+                                 'fp32 or bf16')
         self.backend = backend
         self.precision = resolve_precision(
             'fp32' if backend == 'onnxruntime' else precision,
@@ -246,12 +250,14 @@ class Inferencer:
         cfg = Config.fromfile(self.config_file)
         self.task = detect_task(cfg)
         self.score_thr = score_thr
-        if backend == 'onnxruntime':
+        if backend != 'pytorch':
             from convnext_dense.deploy.runtime import load_onnx_model
             if not osp.isfile(checkpoint):
                 raise FileNotFoundError(f'ONNX file not found: {checkpoint}')
             self.checkpoint_file = checkpoint
-            self.model = load_onnx_model(checkpoint, cfg, self.task)
+            self.model = load_onnx_model(checkpoint, cfg, self.task,
+                                         backend=backend,
+                                         precision=self.precision.name)
             self.visualizer = self._build_visualizer(opacity)
             return
         self.checkpoint_file = resolve_checkpoint(checkpoint)
@@ -313,7 +319,7 @@ class Inferencer:
             masks) or a ``SegDataSample`` (``pred_sem_seg``), at the size of
             the input image.
         """
-        if self.backend == 'onnxruntime':
+        if self.backend != 'pytorch':
             return self.model.predict(image)
         from convnext_dense.engine.autocast import outputs_to_float32
         with self.precision.autocast():
@@ -373,8 +379,8 @@ def run_inference(config: str,
         score_thr: Detection score threshold for painting. Defaults to 0.3.
         opacity: Segmentation overlay weight. Defaults to 0.5.
         progress: Show a progress bar. Defaults to True.
-        backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
-            file. Defaults to 'pytorch'.
+        backend: 'pytorch', or 'onnxruntime' or 'openvino' with
+            ``checkpoint`` an .onnx file. Defaults to 'pytorch'.
         precision: See :class:`Inferencer`. Defaults to 'fp32'.
 
     Returns:
