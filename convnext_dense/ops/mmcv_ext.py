@@ -64,6 +64,8 @@ def _float32(input: Tensor) -> Tensor:
     """``input`` in float32, a reduced-precision map converted once."""
     if input.dtype not in _REDUCED:
         return input
+    if input.is_inference():
+        return input.float()  # no version counter to tell a change by
     cached = _FLOAT32_COPIES.get(input)
     if cached is not None and cached[0] == input._version:
         return cached[1]

@@ -63,6 +63,12 @@ def test_map_cast_once_for_many_extractions_and_again_after_a_change():
     assert _feature_casts(prof, feature.shape) == 1  # 6 before the cache
     assert all(torch.equal(out, outs[0]) for out in outs)
 
+    with torch.inference_mode():  # no version counter: converted each time
+        inference = feature.clone()
+        assert torch.equal(layer(inference, rois), outs[0])
+        inference.mul_(2)
+        assert not torch.equal(layer(inference, rois), outs[0])
+
     feature.mul_(2)  # in place: a new version of the same tensor
     with torch.no_grad():
         doubled = layer(feature, rois)
