@@ -3,8 +3,8 @@
 Importing it (``custom_imports=dict(imports=['convnext_dense'])`` does)
 registers the layer-decay constructor, the hooks, the bf16 optim wrapper
 and the ``atomic_local`` file backend. (Checkpoint reading, the allow-list
-that lets ``--resume`` work under ``torch.load(weights_only=True)`` included, is
-:mod:`convnext_dense.models.checkpoint_io`.)
+that lets ``--resume`` work under ``torch.load(weights_only=True)``
+included, is :mod:`convnext_dense.models.checkpoint_io`.)
 """
 from .annotation_checks import (CheckSegLabels, add_label_checks,
                                 check_annotations)

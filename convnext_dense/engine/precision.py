@@ -35,7 +35,8 @@ import torch
 from mmengine.logging import print_log
 
 __all__ = ['PRECISIONS', 'Precision', 'PrecisionError',
-           'add_precision_argument', 'apply_test_precision', 'apply_training_precision',
+           'add_precision_argument', 'apply_test_precision',
+           'apply_training_precision',
            'cpu_precision_flags', 'resolve_precision']
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -99,7 +100,8 @@ def _cuda_bf16(device: torch.device) -> tuple[bool, str]:
     index = device.index if device.index is not None else 0
     major, minor = torch.cuda.get_device_capability(index)
     # bf16 tensor cores arrive with Ampere, compute capability 8.0
-    return major >= 8, f'{torch.cuda.get_device_name(index)} (sm_{major}{minor})'
+    name = torch.cuda.get_device_name(index)
+    return major >= 8, f'{name} (sm_{major}{minor})'
 
 
 def resolve_precision(requested: str = 'auto',
