@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks in one run: the GPU fast-path tests and the
-# benchmark on the GPU, written to OUT/benchmarks_gpu.md with the logs.
+# The GPU checks in one run: the GPU fast-path tests, the demo models
+# trained and tested in bf16 and fp16, and the benchmark on the GPU, written
+# to OUT/benchmarks_gpu.md with the logs.
 #
 #   bash dev/gpu_check.sh [WHEELS] [OUT=work_dirs/gpu_check]
 #
@@ -64,6 +65,44 @@ set +e
   2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
 set -e
+
+# The demo models trained and tested in bf16 and fp16 (AmpOptimWrapper on
+# the GPU; the dry run: bf16 on the CPU, convnext_dense.AutocastOptimWrapper),
+# a few iterations each on the toy data sets, written under OUT/precision;
+# the log line of each says which precision ran and why, and its metrics.
+PRECISION_DIR="$OUT/precision"
+mkdir -p "$PRECISION_DIR"
+if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then
+  PRECISIONS=(bf16); SEG_ITERS=2; DET_IMAGES=4
+else
+  PRECISIONS=(bf16 fp16); SEG_ITERS=100; DET_IMAGES=100
+fi
+REPO=$PWD
+set +e
+precision_rc=0
+for precision in "${PRECISIONS[@]}"; do
+  for task in seg det; do
+    log "demo $task: training and test in $precision"
+    if [ "$task" = seg ]; then
+      OPTIONS=(train_cfg.max_iters=$SEG_ITERS train_cfg.val_interval=$SEG_ITERS
+               default_hooks.logger.interval=1 test_dataloader.dataset.indices=4)
+    else
+      OPTIONS=(train_cfg.max_epochs=1 train_cfg.val_interval=1
+               train_dataloader.dataset.indices=$DET_IMAGES
+               default_hooks.logger.interval=1 test_dataloader.dataset.indices=4)
+    fi
+    (cd "$PRECISION_DIR" && "$PY" "$REPO/tools/demo.py" "$task" \
+       --precision "$precision" --work-dir "work_dirs/${task}_$precision" \
+       --cfg-options "${OPTIONS[@]}") > "$PRECISION_DIR/${task}_$precision.log" 2>&1
+    rc=$?
+    [ "$rc" -ne 0 ] && precision_rc=$rc
+    grep -h -E "precision (bf16|fp16|fp32) on|demo metrics" \
+      "$PRECISION_DIR/${task}_$precision.log" | sed "s/^/[$task $precision rc=$rc] /" \
+      | tee -a "$PRECISION_DIR/summary.txt"
+  done
+done
+set -e
+[ "$tests_rc" -eq 0 ] && tests_rc=$precision_rc
 
 # 224x224 at batch 32 (the task) and 256 (a throughput batch), 800x1216 at
 # batch 2; bf16 first (the 6000 img/s target), then fp16 and fp32 (TF32);

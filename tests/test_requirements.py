@@ -62,7 +62,7 @@ def test_extras() -> None:
     extras = setup_kwargs()['extras_require']
     install = {Requirement(r).name for r in setup_kwargs()['install_requires']}
     deploy = {Requirement(r).name for r in extras['deploy']}
-    assert deploy == {'onnx', 'onnxruntime'}
+    assert deploy == {'onnx', 'onnxruntime', 'openvino'}
     assert not deploy & install
     assert 'timm' not in install
     assert {'timm', 'onnx', 'onnxruntime', 'pytest', 'ruff'} <= {

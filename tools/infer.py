@@ -2,9 +2,9 @@
 
     python tools/infer.py CONFIG CHECKPOINT INPUT --out-dir DIR
         [--score-thr 0.3] [--opacity 0.5] [--device cpu] [--max-side 4096]
-        [--cfg-options KEY=VALUE ...]
+        [--precision {auto,fp32,bf16,fp16}] [--cfg-options KEY=VALUE ...]
     python tools/infer.py CONFIG FILE.onnx INPUT --out-dir DIR \\
-        --backend onnxruntime
+        --backend {onnxruntime,openvino}
 
 Detection configs paint boxes, masks, class names and scores; segmentation
 configs a colour overlay with class names. The task comes from the config.
@@ -17,10 +17,10 @@ e.g. after ``python tools/demo.py det``::
     python tools/infer.py work_dirs/demo_det work_dirs/demo_det \\
         data/toy_coco/val2017 --out-dir work_dirs/demo_det/infer
 
-With ``--backend onnxruntime`` the second argument is a graph written by
-``tools/export_onnx.py`` (the whole model); the config gives the test
-pipeline and, for segmentation, the sliding-window settings. The PNGs are
-painted by the same visualizers.
+With ``--backend onnxruntime`` or ``openvino`` the second argument is a
+graph written by ``tools/export_onnx.py`` (the whole model); the config
+gives the test pipeline and, for segmentation, the sliding-window settings.
+The PNGs are painted by the same visualizers.
 
 The logic lives in :mod:`convnext_dense.apis.inference`.
 """
@@ -30,6 +30,7 @@ import argparse
 import sys
 
 from convnext_dense.apis.config_args import add_cfg_arguments
+from convnext_dense.engine.precision import add_precision_argument
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,11 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--max-side', type=int, default=4096,
                         help='scale larger images down to this longest side '
                         'before predicting (0: never)')
+    add_precision_argument(parser)
     add_cfg_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
     parser.add_argument('--backend', default='pytorch',
-                        choices=('pytorch', 'onnxruntime'),
+                        choices=('pytorch', 'onnxruntime', 'openvino'),
                         help='run the PyTorch model or an exported ONNX '
-                        'graph (CPU)')
+                        'graph (CPU; openvino: pip install openvino)')
     return parser.parse_args(argv)
 
 
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> list[str]:
                                             UnreadableImageError)
     from convnext_dense.apis.inference import run_inference
     from convnext_dense.checkpoint import CHECKPOINT_ERRORS
+    from convnext_dense.deploy.runtime import UnsupportedByBackendError
+    from convnext_dense.engine import PrecisionError
     device = args.device or ('cuda:0' if torch.cuda.is_available() else
                              'cpu')
     try:
@@ -75,8 +79,10 @@ def main(argv: list[str] | None = None) -> list[str]:
             args.config, args.checkpoint, args.input, args.out_dir,
             device=device, score_thr=args.score_thr, opacity=args.opacity,
             backend=args.backend, max_side=args.max_side or None,
-            cfg_options=args.cfg_options, allow_new_keys=args.cfg_new_keys)
+            cfg_options=args.cfg_options, allow_new_keys=args.cfg_new_keys,
+            precision=args.precision)
     except (FileNotFoundError, OutputOverwritesInputError, *CONFIG_ERRORS,
+            PrecisionError, UnsupportedByBackendError,
             UnreadableImageError, *CHECKPOINT_ERRORS) as err:
         # the message says what is wrong; a traceback would bury it
         sys.exit(f'error: {err}')

@@ -3,6 +3,7 @@
     python tools/test.py CONFIG CHECKPOINT [--device cpu] [--work-dir DIR]
         [--out FILE.pkl]
         [--show-dir DIR] [--show] [--tta] [--allow-partial]
+        [--precision {auto,fp32,bf16,fp16}]
         [--data-root PATH] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
@@ -10,7 +11,8 @@ Detection configs report COCO box/mask AP (CocoMetric), segmentation
 configs mIoU; multi-GPU: tools/dist_test.sh. A checkpoint that does not fit
 the config's model is refused, naming the missing, unexpected and
 mis-shaped tensors, unless --allow-partial. CONFIG and CHECKPOINT may both
-be a training work dir, as in tools/infer.py.
+be a training work dir, as in tools/infer.py. ``--precision`` runs the model
+under autocast (:func:`convnext_dense.engine.apply_test_precision`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import os.path as osp
 import sys
 
 from convnext_dense.apis.config_args import add_cfg_arguments
+
+from convnext_dense.engine.precision import add_precision_argument
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--allow-partial', action='store_true',
         help='evaluate even if the checkpoint does not fit the model: '
         'tensors that fit are loaded, the others stay as initialised')
+    add_precision_argument(parser)
     parser.add_argument(
         '--data-root', metavar='PATH',
         help='data_root of every dataset (evaluator annotation files '
@@ -66,8 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from convnext_dense.engine import check_annotations, check_dataset_paths
     from convnext_dense.checkpoint import CHECKPOINT_ERRORS
+    from convnext_dense.engine import (PrecisionError, apply_test_precision,
+                                       check_annotations, check_dataset_paths)
     from convnext_dense.apis.cli import (build_runner, dump_predictions,
                                          enable_tta, enable_visualization,
                                          load_config,
@@ -101,6 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)
+    try:
+        apply_test_precision(cfg, args.precision)
+    except PrecisionError as err:
+        sys.exit(f'error: {err}')
     runner = build_runner(cfg, training=False, verbose=args.verbose)
     if args.out:
         dump_predictions(runner, args.out)

@@ -1,6 +1,7 @@
 """Train a detector or a segmentor from a config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]]
+        [--precision {auto,fp32,bf16,fp16}] [--amp]
         [--data-root PATH] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
@@ -8,6 +9,9 @@ Detection and segmentation configs alike: their mmdet:: / mmseg:: bases set
 ``default_scope`` and their ``custom_imports`` register convnext_dense, so
 this file only parses arguments and hands the config to the Runner.
 Multi-GPU: tools/dist_train.sh; Slurm: tools/slurm_train.sh.
+``--precision`` picks the optim wrapper for the machine
+(:func:`convnext_dense.engine.apply_training_precision`), so a config with
+``AmpOptimWrapper`` trains on a CPU too; ``--amp`` is ``--precision fp16``.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import os
 import sys
 
 from convnext_dense.apis.config_args import add_cfg_arguments
+
+from convnext_dense.engine.precision import add_precision_argument
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,9 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--resume', nargs='?', const='auto', metavar='CKPT',
         help='resume from CKPT, or without a value from the latest '
         'checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true',
-                        help='fp16 automatic mixed precision '
-                        '(AmpOptimWrapper)')
+    add_precision_argument(parser, amp_alias=True)
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale lr by total batch size / auto_scale_lr.base_batch_size')
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from convnext_dense.apis.cli import load_config, train
     from convnext_dense.apis.config_args import CONFIG_ERRORS
+    from convnext_dense.engine import PrecisionError, apply_training_precision
     from convnext_dense.fileio import OutputOverwritesInputError
 
     try:
@@ -63,9 +68,10 @@ def main(argv: list[str] | None = None) -> None:
                           args.work_dir, args.data_root, args.cfg_new_keys)
     except CONFIG_ERRORS as err:
         sys.exit(f'error: {err}')
-    if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    try:
+        apply_training_precision(cfg, args.precision)
+    except PrecisionError as err:
+        sys.exit(f'error: {err}')
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise ValueError('--auto-scale-lr needs auto_scale_lr.'

@@ -1,5 +1,5 @@
-"""CPU inference benchmark: PyTorch eager vs channels-last / compiled vs
-onnxruntime, on the same weights and inputs.
+"""CPU inference benchmark: PyTorch eager vs channels-last / compiled /
+bf16 autocast vs onnxruntime and OpenVINO, on the same weights and inputs.
 
 Cases (``CASES``): the ConvNeXt-T backbone at 224 (batch 1 and 8),
 UperNet-T whole image at 512x512, Cascade Mask R-CNN T end to end (mmdet's
@@ -12,6 +12,14 @@ Before timing, every contender's output is compared with eager's (max abs
 difference; detections: count and max box difference). The achieved
 GFLOP/s (``torch.utils.flop_counter`` on the eager forward) is set against
 the machine's fp32 matmul rate measured in the same run.
+
+The precision axis (``precisions``): with 'bf16', eager PyTorch under
+``torch.autocast`` (channels-last) joins; with 'openvino', OpenVINO in fp32
+and, with 'bf16' too, with its bf16 hint. The training cases
+(``TRAIN_CASES``) time one training iteration in fp32 against bf16
+autocast (:class:`~convnext_dense.engine.autocast.AutocastOptimWrapper`).
+On a CPU without AMX or AVX512-BF16 the bf16 rows measure torch's and
+OpenVINO's emulation (OpenVINO falls back to f32).
 """
 from __future__ import annotations
 
@@ -67,15 +75,47 @@ def count_gflops(fn: Callable[[], object]) -> float:
 def _max_diff(a, b) -> float:
     if isinstance(a, (tuple, list)):
         return max(_max_diff(x, y) for x, y in zip(a, b))
-    a = a.detach().numpy() if isinstance(a, torch.Tensor) else a
-    b = b.detach().numpy() if isinstance(b, torch.Tensor) else b
+    a = a.detach().float().numpy() if isinstance(a, torch.Tensor) else a
+    b = b.detach().float().numpy() if isinstance(b, torch.Tensor) else b
     return float(np.abs(np.asarray(a, np.float32) -
                         np.asarray(b, np.float32)).max())
 
 
+def has_openvino() -> bool:
+    import importlib.util
+    return importlib.util.find_spec('openvino') is not None
+
+
+def openvino_contenders(path: str, threads: int, precisions, feeds: dict
+                        ) -> dict:
+    """``openvino fp32`` / ``openvino bf16`` callables on ``path`` (none
+    without the package or without 'openvino' in ``precisions``); the label
+    says what OpenVINO ran."""
+    from convnext_dense.deploy.runtime import OpenVinoSession
+    if 'openvino' not in precisions or not has_openvino():
+        return {}
+    contenders = {}
+    for precision in ('fp32', 'bf16'):
+        if precision in precisions:
+            session = OpenVinoSession(path, threads, precision)
+            label = f'openvino {precision}' + (
+                ' (ran f32)' if precision == 'bf16' and
+                session.precision == 'f32' else '')
+            contenders[label] = (lambda s=session: s.run(None, feeds))
+    return contenders
+
+
+def _autocast(fn: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return fn()
+    return run
+
+
 def tensor_contenders(model: nn.Module, graph: nn.Module, x: torch.Tensor,
                       task: str, part: str, threads: int, compile: bool,
-                      workdir: str) -> tuple[dict, dict]:
+                      workdir: str, precisions=('fp32', )
+                      ) -> tuple[dict, dict]:
     """Callables of one tensor-in, tensors-out graph (of ``model``), and
     their outputs."""
     import copy
@@ -99,6 +139,11 @@ def tensor_contenders(model: nn.Module, graph: nn.Module, x: torch.Tensor,
     if compile:
         compiled = torch.compile(graph_cl)
         contenders['compiled (channels-last)'] = lambda: compiled(x_cl)
+    if 'bf16' in precisions:
+        contenders['bf16 autocast (channels-last)'] = _autocast(
+            lambda: graph_cl(x_cl))
+    contenders.update(openvino_contenders(path, threads, precisions,
+                                          {name: x_np}))
     with torch.inference_mode():
         outputs = {k: fn() for k, fn in contenders.items()}
     return contenders, outputs
@@ -139,10 +184,12 @@ def build_case(name: str, quick: bool):
 
 
 def run_tensor_case(name: str, quick: bool, threads: int, rounds: int,
-                    compile: bool, workdir: str) -> list[Row]:
+                    compile: bool, workdir: str, precisions=('fp32', )
+                    ) -> list[Row]:
     model, graph, x, task, part = build_case(name, quick)
     contenders, outputs = tensor_contenders(model, graph, x, task, part,
-                                            threads, compile, workdir)
+                                            threads, compile, workdir,
+                                            precisions)
     with torch.inference_mode():
         gflops = count_gflops(lambda: graph(x)) / x.shape[0]
         iters = 1 if not quick and x.shape[-1] >= 512 else 3
@@ -164,7 +211,7 @@ def _rows(case, times, outputs, batch, gflops) -> list[Row]:
 
 
 def run_cascade_case(quick: bool, threads: int, rounds: int,
-                     workdir: str) -> list[Row]:
+                     workdir: str, precisions=('fp32', )) -> list[Row]:
     """Cascade Mask R-CNN T: mmdet's predict vs the exported graph."""
     from mmdet.structures import DetDataSample
     from mmengine.config import Config
@@ -205,18 +252,31 @@ def run_cascade_case(quick: bool, threads: int, rounds: int,
 
     contenders = {'eager': eager,
                   'onnxruntime': lambda: session.run(None, feeds)}
+    if 'bf16' in precisions:
+        contenders['bf16 autocast'] = _autocast(eager)
+    contenders.update(openvino_contenders(path, threads, precisions, feeds))
+
+    def boxes(out) -> np.ndarray:
+        if isinstance(out, (list, tuple)):  # a graph's outputs
+            return np.asarray(out[0], np.float32)
+        return out.bboxes.float().numpy()
+
     with torch.inference_mode():
-        ref, got = eager(), contenders['onnxruntime']()
-        # sorted by score; near-equal scores may swap, so compare the
-        # sets of boxes through their sorted coordinates
-        diff = _max_diff(np.sort(ref.bboxes.numpy(), axis=0),
-                         np.sort(got[0], axis=0)) \
-            if len(ref) == len(got[0]) > 0 else float('inf')
+        ref = boxes(eager())
+        diffs = {}
+        for name, fn in contenders.items():
+            got = boxes(fn())
+            # sorted by score; near-equal scores may swap, so compare the
+            # sets of boxes through their sorted coordinates
+            diffs[name] = _max_diff(np.sort(ref, axis=0),
+                                    np.sort(got, axis=0)) \
+                if len(ref) == len(got) > 0 else float('inf')
         gflops = count_gflops(eager)
         times = interleaved_rounds(contenders, rounds)
     rows = _rows('cascade-T end to end', times,
-                 dict(eager=0, onnxruntime=0), 1, gflops)
-    rows[1].max_diff = diff
+                 {name: 0 for name in contenders}, 1, gflops)
+    for row in rows:
+        row.max_diff = diffs[row.contender]
     return rows
 
 
@@ -229,6 +289,8 @@ def format_table(rows: list[Row], peak: float, threads: int) -> str:
         '(% of matmul peak) |', '|---|---|---|---|---|---|---|']
     for r in rows:
         achieved = r.gflops / (r.ms_per_image / 1e3)
+        if r.gflops != r.gflops:  # nan: not counted (training rows)
+            achieved = float('nan')
         lines.append(
             f'| {r.case} | {r.contender} | {r.ms_per_image:.1f} | '
             f'{1e3 / r.ms_per_image:.2f} | {statistics.median(r.ratios):.2f}'
@@ -239,44 +301,74 @@ def format_table(rows: list[Row], peak: float, threads: int) -> str:
 
 
 CASES = ('backbone-batch1', 'backbone-batch8', 'upernet', 'cascade')
+TRAIN_CASES = ('train-upernet', 'train-cascade')
 
 
 def run(cases=CASES, quick: bool = False, threads: int = 1,
-        rounds: int = 5, compile: bool = False) -> tuple[list[Row], float]:
-    """Run the cases; returns the rows and the matmul peak."""
+        rounds: int = 5, compile: bool = False, precisions=('fp32', )
+        ) -> tuple[list[Row], float]:
+    """Run the cases; returns the rows and the matmul peak.
+
+    ``precisions`` ('fp32', 'bf16'): see the module docstring; the training
+    cases time fp32 against bf16 whatever it says."""
     torch.set_num_threads(threads)
     peak = matmul_gflops(threads)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for case in cases:
             if case == 'cascade':
-                rows += run_cascade_case(quick, threads, rounds, workdir)
+                rows += run_cascade_case(quick, threads, rounds, workdir,
+                                         precisions)
+            elif case in TRAIN_CASES:
+                from .bench_train import time_training_case
+                times, loss_diff = time_training_case(case, quick, rounds)
+                train_rows = _rows(f'{case} iteration', times,
+                                   {k: 0 for k in times}, 1, float('nan'))
+                train_rows[1].max_diff = loss_diff
+                rows += train_rows
             else:
                 rows += run_tensor_case(case, quick, threads, rounds,
-                                        compile, workdir)
+                                        compile, workdir, precisions)
     return rows, peak
 
 
 def benchmark_inference(cases=CASES, quick: bool = False, threads: int = 1,
                         rounds: int = 5, compile: bool = False,
-                        out: str | None = None, command: str = '') -> str:
+                        out: str | None = None, command: str = '',
+                        precisions=('fp32', )) -> str:
     """Run the cases and return the markdown page (written to ``out`` if
-    given); what ``tools/analysis/bench_inference.py`` does."""
+    given); what ``tools/analysis/bench_inference.py`` does. The page
+    records the CPU's bf16 units: without them bf16 rows time emulation."""
+    from convnext_dense.engine.precision import cpu_precision_flags
     onnxruntime = require('onnxruntime', 'The inference benchmark')
     start = time.time()
     rows, peak = run(cases, quick=quick, threads=threads, rounds=rounds,
-                     compile=compile)
+                     compile=compile, precisions=precisions)
+    flags = ', '.join(f'{k}={"yes" if v else "no"}'
+                      for k, v in cpu_precision_flags().items())
+    onednn = next((line.split('v', 1)[1].split()[0]
+                   for line in torch.__config__.show().splitlines()
+                   if 'MKL-DNN' in line or 'oneDNN' in line), 'unknown')
     page = '\n'.join([
         '# CPU inference benchmark', '',
         f'`{command.strip()}`: {time.time() - start:.0f} s; '
         f'{"quick (tiny models)" if quick else "real sizes"}, '
         f'{threads} thread(s), {rounds} alternating rounds; '
-        f'torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, '
+        f'torch {torch.__version__} (oneDNN {onednn}), onnxruntime '
+        f'{onnxruntime.__version__}, {_openvino_version()}, '
         f'{platform.processor() or platform.machine()}, '
-        f'{os.cpu_count()} cores (shared). Random weights: '
-        'the timing does not depend on them.', '',
+        f'{os.cpu_count()} cores (shared); CPU units: {flags} (bf16 rows '
+        'without them measure emulation). Random weights: the timing does '
+        'not depend on them.', '',
         format_table(rows, peak, threads), ''])
     if out:
         with open(out, 'w', encoding='utf-8') as f:
             f.write(page)
     return page
+
+
+def _openvino_version() -> str:
+    if not has_openvino():
+        return 'no OpenVINO'
+    import openvino
+    return f'OpenVINO {openvino.__version__.split("-")[0]}'

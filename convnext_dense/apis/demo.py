@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from mmengine.logging import print_log
 
+from convnext_dense.engine.precision import apply_training_precision
 from convnext_dense.paths import REPO_ROOT
 
 
@@ -88,7 +89,8 @@ def run_demo(name: str,
              work_dir: str | None = None,
              cfg_options: dict | None = None,
              allow_new_keys: bool = False,
-             verbose: bool = False) -> dict:
+             verbose: bool = False,
+             precision: str = 'auto') -> dict:
     """Run one demo end to end: data, training, evaluation, painting.
 
     Args:
@@ -101,6 +103,9 @@ def run_demo(name: str,
             False.
         verbose: Also print the config, environment and hook dumps (they
             are in the work dir's log file either way). Defaults to False.
+        precision: Training and testing precision, 'auto', 'fp32', 'bf16'
+            or 'fp16' (:func:`~convnext_dense.engine.
+            apply_training_precision`). Defaults to 'auto'.
 
     Returns:
         The test metrics, e.g. ``{'coco/bbox_mAP': ..., 'coco/segm_mAP':
@@ -136,6 +141,7 @@ def run_demo(name: str,
     # no validation during training: the test loop evaluates once, at the
     # end, and paints the predictions at the same time
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    apply_training_precision(cfg, precision)
     enable_visualization(cfg, show_dir=vis_dir)
     runner = build_runner(cfg, verbose=verbose)
     start = time.perf_counter()

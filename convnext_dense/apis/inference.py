@@ -39,7 +39,7 @@ from .images import (MAX_SIDE, UnreadableImageError,
                      cap_size, check_image, check_outputs, list_images,
                      output_files, read_image)
 
-BACKENDS = ('pytorch', 'onnxruntime')
+BACKENDS = ('pytorch', 'onnxruntime', 'openvino')
 
 
 # ---------------------------------------------------------------------------
@@ -201,10 +201,10 @@ class Inferencer:
         score_thr: Detection: boxes scoring below it are not painted.
             Defaults to 0.3 (mmdet's demo default).
         opacity: Segmentation: weight of the colour overlay. Defaults to 0.5.
-        backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
-            file of ``tools/export_onnx.py`` (class names from its
-            metadata; see :mod:`convnext_dense.deploy.runtime`). Defaults
-            to 'pytorch'.
+        backend: 'pytorch', or 'onnxruntime' or 'openvino' with
+            ``checkpoint`` an .onnx file of ``tools/export_onnx.py`` (class
+            names from its metadata; see
+            :mod:`convnext_dense.deploy.runtime`). Defaults to 'pytorch'.
         max_side: Images with a longer side are scaled down to it before
             the model runs, and painted at that size (a warning says so):
             a 6000x4000 photo otherwise gets masks or logits at full size.
@@ -212,6 +212,12 @@ class Inferencer:
         cfg_options: Config overrides, as ``--cfg-options`` gives them; a
             key the config does not have is refused. Defaults to None.
         allow_new_keys: Let ``cfg_options`` add keys. Defaults to False.
+        precision: 'fp32', 'bf16', 'fp16' or 'auto'
+            (:func:`~convnext_dense.engine.resolve_precision` for
+            ``device``): the PyTorch model runs under ``torch.autocast``
+            in it and hands float32 predictions back; OpenVINO takes fp32
+            and bf16 as its precision hint; onnxruntime runs fp32 graphs
+            only. Defaults to 'fp32'.
 
     Images are (H, W, 3) uint8 arrays in BGR order (``cv2.imread``);
     ``predict(img, rgb=True)`` takes RGB (PIL, timm, Hugging Face). Other
@@ -227,14 +233,28 @@ class Inferencer:
                  backend: str = 'pytorch',
                  max_side: int | None = MAX_SIDE,
                  cfg_options: dict | None = None,
-                 allow_new_keys: bool = False) -> None:
+                 allow_new_keys: bool = False,
+                 precision: str = 'fp32') -> None:
         import convnext_dense  # noqa: F401  (registers the backbone)
+        from convnext_dense.engine.precision import (PrecisionError,
+                                                     resolve_precision)
+
         from .config_args import check_cfg_options
 
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}; got '
                              f'{backend!r}')
+        if backend == 'onnxruntime' and precision not in ('auto', 'fp32'):
+            raise PrecisionError(
+                f'precision {precision}: the onnxruntime backend runs fp32 '
+                'graphs only (use --precision fp32, or the pytorch backend)')
+        if backend == 'openvino' and precision == 'fp16':
+            raise PrecisionError('precision fp16: the openvino backend runs '
+                                 'fp32 or bf16')
         self.backend = backend
+        self.precision = resolve_precision(
+            'fp32' if backend == 'onnxruntime' else precision,
+            device if backend == 'pytorch' else 'cpu')
         self.config_file = resolve_config(config)
         cfg = Config.fromfile(self.config_file)
         if cfg_options:
@@ -243,12 +263,14 @@ class Inferencer:
         self.task = detect_task(cfg)
         self.score_thr = score_thr
         self.max_side = max_side
-        if backend == 'onnxruntime':
+        if backend != 'pytorch':
             from convnext_dense.deploy.runtime import load_onnx_model
             if not osp.isfile(checkpoint):
                 raise FileNotFoundError(f'ONNX file not found: {checkpoint}')
             self.checkpoint_file = checkpoint
-            self.model = load_onnx_model(checkpoint, cfg, self.task)
+            self.model = load_onnx_model(checkpoint, cfg, self.task,
+                                         backend=backend,
+                                         precision=self.precision.name)
             self.visualizer = self._build_visualizer(opacity)
             return
         self.checkpoint_file = resolve_checkpoint(checkpoint)
@@ -313,13 +335,17 @@ class Inferencer:
             BadImageError: For an image that is not (H, W, 3) uint8.
         """
         image = self.prepare(image, rgb)
-        if self.backend == 'onnxruntime':
+        if self.backend != 'pytorch':
             return self.model.predict(image)
-        if self.task == 'det':
-            from mmdet.apis import inference_detector
-            return inference_detector(self.model, image, self._pipeline)
-        from mmseg.apis import inference_model
-        return inference_model(self.model, image)
+        from convnext_dense.engine.autocast import outputs_to_float32
+        with self.precision.autocast():
+            if self.task == 'det':
+                from mmdet.apis import inference_detector
+                result = inference_detector(self.model, image, self._pipeline)
+            else:
+                from mmseg.apis import inference_model
+                result = inference_model(self.model, image)
+        return outputs_to_float32(result)
 
     def draw(self, image: np.ndarray, result, out_file: str | None = None,
              rgb: bool = False) -> np.ndarray:
@@ -357,7 +383,8 @@ def run_inference(config: str,
                   backend: str = 'pytorch',
                   max_side: int | None = MAX_SIDE,
                   cfg_options: dict | None = None,
-                  allow_new_keys: bool = False) -> list[str]:
+                  allow_new_keys: bool = False,
+                  precision: str = 'fp32') -> list[str]:
     """Paint the predictions of a model on an image or a folder of images.
 
     Each input ``dir/sub/name.jpg`` is painted to ``out_dir/sub/name.png``
@@ -374,9 +401,10 @@ def run_inference(config: str,
         score_thr: Detection score threshold for painting. Defaults to 0.3.
         opacity: Segmentation overlay weight. Defaults to 0.5.
         progress: Show a progress bar. Defaults to True.
-        backend: 'pytorch', or 'onnxruntime' with ``checkpoint`` an .onnx
-            file. Defaults to 'pytorch'.
+        backend: 'pytorch', or 'onnxruntime' or 'openvino' with
+            ``checkpoint`` an .onnx file. Defaults to 'pytorch'.
         max_side, cfg_options, allow_new_keys: As :class:`Inferencer`'s.
+        precision: See :class:`Inferencer`. Defaults to 'fp32'.
 
     Returns:
         The written files, in input order.
@@ -401,7 +429,8 @@ def run_inference(config: str,
                             score_thr=score_thr, opacity=opacity,
                             backend=backend, max_side=max_side,
                             cfg_options=cfg_options,
-                            allow_new_keys=allow_new_keys)
+                            allow_new_keys=allow_new_keys,
+                            precision=precision)
     print_log(
         f'{inferencer.task}: {inferencer.config_file} with '
         f'{inferencer.checkpoint_file}, {len(images)} image(s) -> {out_dir}',

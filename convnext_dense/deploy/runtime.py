@@ -1,4 +1,5 @@
-"""Run exported graphs with onnxruntime and return mmdet/mmseg data samples.
+"""Run exported graphs with onnxruntime or OpenVINO and return mmdet/mmseg
+data samples.
 
 :class:`OnnxDetector` and :class:`OnnxSegmentor` take an image as
 :class:`~convnext_dense.apis.inference.Inferencer` does ((H, W, 3) BGR) and
@@ -14,6 +15,14 @@ visualizers paint them. What runs outside the graph, and why:
 
 Detection needs nothing after the graph: boxes, scores, labels and pasted
 masks come out at the original size.
+
+OpenVINO (``backend='openvino'``, the optional ``openvino`` package) reads
+the same .onnx files; :class:`OpenVinoSession` gives its compiled model
+onnxruntime's ``run`` interface, so everything above is shared. Its
+precision is OpenVINO's inference precision hint: f32 for fp32, bf16 for
+bf16 (which OpenVINO runs in f32 on a CPU without bf16 units; the log says
+which ran). A graph with an operation OpenVINO cannot convert is refused,
+naming the operation.
 """
 from __future__ import annotations
 
@@ -59,10 +68,106 @@ def make_session(path: str, threads: int | None = None,
                                 providers=['CPUExecutionProvider'])
 
 
+class UnsupportedByBackendError(ValueError):
+    """A graph that the chosen runtime cannot run (names what it lacks)."""
+
+
+class _Output:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class OpenVinoSession:
+    """An OpenVINO CPU model with onnxruntime's session interface.
+
+    Args:
+        path: The .onnx file.
+        threads: Inference threads; None: ``OMP_NUM_THREADS`` if set, else
+            OpenVINO's default.
+        precision: 'fp32' or 'bf16' (OpenVINO's inference precision hint).
+            Defaults to 'fp32'.
+
+    Raises:
+        UnsupportedByBackendError: If OpenVINO cannot convert an operation
+            of the graph (each one named) or the precision is not one of
+            those.
+    """
+
+    HINTS = {'fp32': 'f32', 'bf16': 'bf16'}
+
+    def __init__(self, path: str, threads: int | None = None,
+                 precision: str = 'fp32') -> None:
+        import openvino as ov
+
+        if precision not in self.HINTS:
+            raise UnsupportedByBackendError(
+                f'precision {precision}: the openvino backend runs '
+                f'{" or ".join(self.HINTS)}')
+        core = ov.Core()
+        try:
+            model = core.read_model(path)
+        except RuntimeError as err:
+            raise UnsupportedByBackendError(
+                f'{path}: OpenVINO cannot convert it: ' +
+                _unconverted(str(err))) from None
+        # the graph's names, taken before compiling (which may rename ports)
+        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.output_names = [port.get_any_name() for port in model.outputs]
+        config = {'INFERENCE_PRECISION_HINT': self.HINTS[precision]}
+        if threads is None and os.environ.get('OMP_NUM_THREADS'):
+            threads = int(os.environ['OMP_NUM_THREADS'])
+        if threads:
+            config['INFERENCE_NUM_THREADS'] = threads
+        self.compiled = core.compile_model(model, 'CPU', config)
+        self.request = self.compiled.create_infer_request()
+        # what OpenVINO runs: f32 where the CPU has no bf16 units
+        ran = self.compiled.get_property('INFERENCE_PRECISION_HINT')
+        self.precision = ran.to_string() if hasattr(ran, 'to_string') \
+            else str(ran)  # 'f32' or 'bf16'
+        from mmengine.logging import print_log
+        print_log(f'OpenVINO runs {path} in {self.precision} (asked for '
+                  f'{precision})', logger='current')
+
+    def get_inputs(self) -> list[_Output]:
+        return [_Output(name) for name in self.input_names]
+
+    def get_outputs(self) -> list[_Output]:
+        return [_Output(name) for name in self.output_names]
+
+    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
+        """All outputs, in the graph's order, for ``{input name: array}``."""
+        results = self.request.infer(
+            [feeds[name] for name in self.input_names])
+        return [np.array(results[port]) for port in self.compiled.outputs]
+
+
+def _unconverted(message: str) -> str:
+    """The operations OpenVINO's report names, else its message."""
+    for line in message.splitlines():
+        if 'No conversion rule found for operations' in line or \
+                'Unsupported operations' in line:
+            return line.strip(' -')
+    return message.strip().splitlines()[-1]
+
+
+def make_backend_session(path: str, backend: str = 'onnxruntime',
+                         threads: int | None = None,
+                         precision: str = 'fp32'):
+    """An onnxruntime session or an :class:`OpenVinoSession`."""
+    if backend == 'openvino':
+        return OpenVinoSession(path, threads, precision)
+    if precision != 'fp32':
+        raise UnsupportedByBackendError(
+            f'precision {precision}: the onnxruntime backend runs fp32 '
+            'graphs only')
+    return make_session(path, threads)
+
+
 class _OnnxModel:
     task = ''
 
-    def __init__(self, onnx_file: str, cfg, threads: int | None = None
+    def __init__(self, onnx_file: str, cfg, threads: int | None = None,
+                 backend: str = 'onnxruntime', precision: str = 'fp32'
                  ) -> None:
         self.meta = read_metadata(onnx_file)
         if self.meta.get('part', 'model') != 'model' or \
@@ -71,7 +176,8 @@ class _OnnxModel:
                 f'{onnx_file} holds part {self.meta.get("part")!r} of a '
                 f'{self.meta.get("task")!r} model; painting needs a whole '
                 f'{self.task} model (export_onnx.py without --part)')
-        self.session = make_session(onnx_file, threads)
+        self.session = make_backend_session(onnx_file, backend, threads,
+                                            precision)
         self.cfg = cfg
         self.pipeline = inference_pipeline(cfg, self.task)
         self.dataset_meta = dict(
@@ -117,9 +223,9 @@ class OnnxSegmentor(_OnnxModel):
 
     task = 'seg'
 
-    def __init__(self, onnx_file: str, cfg, threads: int | None = None
-                 ) -> None:
-        super().__init__(onnx_file, cfg, threads)
+    def __init__(self, onnx_file: str, cfg, threads: int | None = None,
+                 **kwargs) -> None:
+        super().__init__(onnx_file, cfg, threads, **kwargs)
         self.test_cfg = dict(cfg.model.get('test_cfg') or {})
         self.align_corners = bool(self.meta.get('align_corners', False))
 
@@ -172,7 +278,9 @@ class OnnxSegmentor(_OnnxModel):
 
 
 def load_onnx_model(onnx_file: str, cfg, task: str,
-                    threads: int | None = None):
-    """An :class:`OnnxDetector` or :class:`OnnxSegmentor` for ``task``."""
+                    threads: int | None = None,
+                    backend: str = 'onnxruntime', precision: str = 'fp32'):
+    """An :class:`OnnxDetector` or :class:`OnnxSegmentor` for ``task``, run
+    by ``backend`` ('onnxruntime' or 'openvino') in ``precision``."""
     cls = OnnxDetector if task == 'det' else OnnxSegmentor
-    return cls(onnx_file, cfg, threads)
+    return cls(onnx_file, cfg, threads, backend=backend, precision=precision)

@@ -16,11 +16,15 @@ from compiled mmcv by ``dev/record_mmcv_goldens.py``):
 - ``roi_align_forward`` / ``roi_align_backward`` (average pooling): the RoI
   feature extractors of Mask R-CNN and Cascade Mask R-CNN, and mmdet's mask
   targets. torchvision's RoIAlign samples exactly as mmcv's does (both come
-  from Detectron2's); half and bfloat16 inputs are computed in float32.
+  from Detectron2's); half and bfloat16 inputs are computed in float32
+  (torchvision's CPU kernel has no bfloat16), and the float32 copy of a
+  feature map is kept while the map lives unchanged, so that the cascade's
+  six RoI extractions of one map under autocast cast it once, not six times.
 - ``nms``: every batched NMS (RPN, RoI heads, test-time augmentation).
   torchvision's greedy NMS, fed boxes in the order of mmcv's own score sort
   so that ties are kept in mmcv's order, with the threshold rounded to
-  float32 as mmcv's kernel takes it.
+  float32 as mmcv's kernel takes it; half and bfloat16 boxes (autocast)
+  are compared in float32.
 - ``softnms``: soft-NMS (linear, gaussian, naive) in torch, vectorised over
   the remaining boxes; it reproduces mmcv's order of swaps, and so its
   indices, scores and output order.
@@ -41,6 +45,7 @@ import numpy as np
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch import Tensor
+from torch.utils.weak import WeakTensorKeyDictionary
 
 __all__ = ['OPS', 'install', 'mmcv_ops_source', 'nms', 'roi_align_backward',
            'roi_align_forward', 'softnms']
@@ -49,6 +54,24 @@ INSTALL_HINT = ('bash tools/install.sh --mmcv-ops (mmcv 2.1.0 compiled with '
                 'all its ops; see README)')
 _AVG = 1  # mmcv's pool_mode code for 'avg' (0 is 'max')
 _REDUCED = (torch.float16, torch.bfloat16)
+# reduced-precision feature map -> (its version counter, float32 copy); an
+# entry goes with its map, and an in-place change of the map (a new
+# version) makes a new copy
+_FLOAT32_COPIES = WeakTensorKeyDictionary()
+
+
+def _float32(input: Tensor) -> Tensor:
+    """``input`` in float32, a reduced-precision map converted once."""
+    if input.dtype not in _REDUCED:
+        return input
+    if input.is_inference():
+        return input.float()  # no version counter to tell a change by
+    cached = _FLOAT32_COPIES.get(input)
+    if cached is not None and cached[0] == input._version:
+        return cached[1]
+    copy = input.float()
+    _FLOAT32_COPIES[input] = (input._version, copy)
+    return copy
 
 
 def _refuse(what: str) -> NotImplementedError:
@@ -75,9 +98,9 @@ def roi_align_forward(input: Tensor, rois: Tensor, output: Tensor,
     layout of ``input`` works (torchvision reads it contiguously).
     """
     _check_pool_mode(pool_mode)
-    dtype = torch.float32 if input.dtype in _REDUCED else input.dtype
+    input = _float32(input)
     output.copy_(torch.ops.torchvision.roi_align(
-        input.to(dtype), rois.to(dtype), spatial_scale, aligned_height,
+        input, rois.to(input.dtype), spatial_scale, aligned_height,
         aligned_width, sampling_ratio, aligned))
 
 
@@ -112,6 +135,8 @@ def nms(boxes: Tensor, scores: Tensor, *, iou_threshold: float,
     # torchvision's stable sort of the permuted scores then keeps it too
     order = scores.sort(0, descending=True)[1]
     threshold = float(np.float32(iou_threshold))
+    if boxes.dtype in _REDUCED:  # torchvision's CPU NMS has float32 only
+        boxes, scores = boxes.float(), scores.float()
     keep = torch.ops.torchvision.nms(boxes[order], scores[order], threshold)
     return order[keep]
 

@@ -1,5 +1,7 @@
 """The CPU inference benchmark (convnext_dense/analysis/bench_inference.py),
 on the tiny 'test' backbone: rows for every contender, outputs checked."""
+import importlib.util
+
 import pytest
 
 pytest.importorskip('onnxruntime')
@@ -19,3 +21,26 @@ def test_quick_backbone_rows():
     assert peak > 0 and all(r.gflops > 0 for r in rows)
     table = format_table(rows, peak, 1)
     assert table.count('| backbone-batch1 |') == 3
+
+
+def test_quick_precision_axis_and_training_rows():
+    rows, _ = run(['backbone-batch1', 'train-upernet'], quick=True,
+                  threads=1, rounds=1,
+                  precisions=('fp32', 'bf16', 'openvino'))
+    by_name = {(r.case, r.contender): r for r in rows}
+    contenders = [r.contender for r in rows if r.case == 'backbone-batch1']
+    assert contenders[:4] == ['eager', 'channels-last', 'onnxruntime',
+                              'bf16 autocast (channels-last)']
+    openvino = [c for c in contenders if c.startswith('openvino')]
+    if importlib.util.find_spec('openvino') is not None:
+        assert openvino[0] == 'openvino fp32'
+        assert openvino[1].startswith('openvino bf16')
+        assert by_name[('backbone-batch1', 'openvino fp32')].max_diff <= 1e-4
+    # bf16 features of the tiny backbone: within a few bf16 ulps of fp32
+    bf16 = by_name[('backbone-batch1', 'bf16 autocast (channels-last)')]
+    assert 0 < bf16.max_diff <= 0.1
+    train = [r for r in rows if r.case == 'train-upernet iteration']
+    assert [r.contender for r in train] == ['eager', 'bf16 autocast']
+    assert all(r.ms_per_image > 0 for r in train)
+    # the first iteration's losses of the same weights and data
+    assert train[1].max_diff <= 0.05 * 5  # loss ~ ln(150) x 1.4

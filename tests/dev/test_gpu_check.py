@@ -2,8 +2,9 @@
 
 The GPU machine of a session is lent for minutes, so the script that spends
 them must not fail on a typo: its dry run goes through the same steps (the
-environment report, ``pytest -m gpu``, the benchmark with every part, the
-page) at toy sizes on the CPU, with this environment's own packages.
+environment report, ``pytest -m gpu``, the demo models trained and tested
+in reduced precision, the benchmark with every part, the page) at toy sizes
+on the CPU, with this environment's own packages.
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def test_dry_run_writes_the_page(tmp_path) -> None:
     # mmpretrain is optional: the run goes on without it, and says so
     if importlib.util.find_spec('mmpretrain') is None:
         assert 'mmpretrain not installed' in environment
+    # the demo models trained and tested in bf16 (on the GPU: and fp16)
+    summary = (out / 'precision' / 'summary.txt').read_text()
+    for task in ('seg', 'det'):
+        assert f'[{task} bf16 rc=0] ' in summary
+    assert summary.count('precision bf16 on cpu') == 2
+    assert summary.count('demo metrics') == 2
     # every GPU test was collected (and skipped here: no CUDA)
     assert '5 skipped' in (out / 'pytest_gpu.log').read_text()
     page = (out / 'benchmarks_gpu.md').read_text()

@@ -21,7 +21,8 @@ pytest.importorskip('mmdet')
 
 from convnext_dense.toy_data.toy_coco import (CLASSES,  # noqa: E402
                                               generate_toy_coco)
-from helpers.tool_runs import REPO, metric, run_tool  # noqa: E402
+from helpers.tool_runs import (REPO, metric,  # noqa: E402
+                                metrics_by_precision, run_tool)
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -169,3 +170,11 @@ def test_demo_learns(demo_run):
     painted = os.listdir(osp.join(demo_run.cwd, 'work_dirs', 'demo_det',
                                   'vis'))
     assert len(painted) == 60
+    # the trained demo evaluated in bf16: within 0.01 box and mask AP of fp32
+    work_dir = osp.join(demo_run.cwd, 'work_dirs', 'demo_det')
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    keys = ['coco/bbox_mAP', 'coco/segm_mAP']
+    found = metrics_by_precision(DEMO_CONFIG, checkpoint, demo_run.cwd, keys)
+    for key in keys:
+        assert abs(found['bf16'][key] - found['fp32'][key]) <= 0.01, found

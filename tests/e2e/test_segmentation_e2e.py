@@ -23,7 +23,8 @@ import torch
 pytest.importorskip('mmseg')
 
 from convnext_dense.toy_data.toy_ade import CLASSES, generate_toy_ade  # noqa
-from helpers.tool_runs import REPO, metric, run_tool  # noqa: E402
+from helpers.tool_runs import (REPO, metric,  # noqa: E402
+                                metrics_by_precision, run_tool)
 
 # long end-to-end runs: deselect with -m 'not slow'
 pytestmark = pytest.mark.slow
@@ -117,6 +118,14 @@ def test_test_tool_miou_matches_recomputed(trained):
     painted = [f for _, _, files in os.walk(vis) for f in files
                if f.endswith('.png')]
     assert len(painted) == NUM_VAL
+
+
+def test_bf16_evaluation_within_half_a_point_of_fp32(trained):
+    found = metrics_by_precision(
+        DEMO_CONFIG, trained['checkpoint'], trained['cwd'], ['mIoU'],
+        extra=('--cfg-options', *OVERRIDES))
+    assert found['fp32']['mIoU'] == metric(trained['log'], 'mIoU')
+    assert abs(found['bf16']['mIoU'] - found['fp32']['mIoU']) <= 0.5, found
 
 
 def test_tta_runs_every_scale_and_flip(trained):
