@@ -8,8 +8,8 @@ tools/install.sh --mmcv-ops``, or any mmcv 2.1.0 built with
 
 It runs the cases of :mod:`convnext_dense.ops.parity` through ``mmcv.ops``
 (RoIAlign forward and backward, NMS, soft-NMS) and a training step of the
-small Cascade Mask R-CNN and Mask R-CNN, and saves what mmcv's kernels
-returned. ``tests/ops/test_mmcv_ext.py`` compares convnext_dense.ops with
+small Cascade Mask R-CNN and Mask R-CNN (in float32 and in float64), and
+saves what mmcv's kernels returned. ``tests/ops/test_mmcv_ext.py`` compares convnext_dense.ops with
 this file on the default install, which has no compiled mmcv.
 """
 from __future__ import annotations
@@ -61,14 +61,18 @@ def main(argv: list[str] | None = None) -> None:
         soft_nms.append(dict(name=case['name'], keep=keep, dets=dets))
     detectors = {name: parity.detector_step(name)
                  for name in parity.DETECTORS}
+    detectors_float64 = {name: parity.detector_step(name, torch.float64)
+                         for name in parity.DETECTORS}
     torch.save(dict(
         environment=(f'python {platform.python_version()}, torch '
                      f'{torch.__version__}, mmcv {mmcv.__version__} '
                      '(compiled ops, CPU kernels)'),
         roi_align=roi_align, nms=nms, soft_nms=soft_nms,
-        detectors=detectors), args.out)
+        detectors=detectors, detectors_float64=detectors_float64),
+        args.out)
     print(f'wrote {args.out}: {len(roi_align)} RoIAlign, {len(nms)} NMS, '
-          f'{len(soft_nms)} soft-NMS cases, {len(detectors)} detector steps')
+          f'{len(soft_nms)} soft-NMS cases, {len(detectors)} detector steps '
+          'in float32 and float64')
 
 
 if __name__ == '__main__':

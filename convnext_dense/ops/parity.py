@@ -161,26 +161,49 @@ def small_detector(name: str) -> torch.nn.Module:
     return detector.train()
 
 
-def detector_step(name: str) -> dict[str, Any]:
+def detector_step(name: str,
+                  dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """One training step (loss and backward) of :func:`small_detector` on a
     fixed batch of mmdet's demo inputs (2 images of 96x96, 8 boxes and
-    masks each).
+    masks each), in ``dtype``.
+
+    In float32 the gradients depend on the CPU's kernels: oneDNN sums in
+    another order on AVX-512/AMX than on AVX2, and with another thread
+    count, which moves gradient norms by up to ~1e-3 relative (more where a
+    mask target pixel sits at the 0.5 binarisation edge and flips). In
+    float64 those orders move results by ~1e-12, so the float64 step is the
+    one compared with tight tolerances on every CPU. NMS keeps mmcv's
+    float32 arithmetic in both: its kernel takes float32 boxes only, so the
+    step hands it float32 (as mmdet does in float32 and half precision).
 
     Returns:
         ``init``: the sum of each initial parameter (to tell a different
         initialisation from different ops); ``losses``: every logged loss;
         ``grads``: each parameter's gradient norm; all as float64 numbers.
     """
+    import importlib
     from mmdet.testing import demo_mm_inputs
     model = small_detector(name)
     init = {key: float(value.double().sum())
             for key, value in model.state_dict().items()
             if value.is_floating_point()}
+    model.to(dtype)
     batch = demo_mm_inputs(batch_size=2, image_shapes=[(3, 96, 96)] * 2,
                            num_items=[8, 8], num_classes=80, with_mask=True)
     torch.manual_seed(1)
     data = model.data_preprocessor(batch, True)
-    losses = model(**data, mode='loss')
+    data['inputs'] = data['inputs'].to(dtype)
+    ext = importlib.import_module('mmcv.ops.nms').ext_module
+    ext_nms = ext.nms
+
+    def float32_nms(boxes, scores, **kwargs):
+        return ext_nms(boxes.float(), scores.float(), **kwargs)
+
+    ext.nms = float32_nms
+    try:
+        losses = model(**data, mode='loss')
+    finally:
+        ext.nms = ext_nms
     total, log = model.parse_losses(losses)
     total.backward()
     grads = {key: float(param.grad.double().norm())
