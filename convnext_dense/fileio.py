@@ -237,6 +237,12 @@ def atomic_write(data: bytes, path: PathLike) -> None:
         file.write(data)
 
 
+def move_file(src: PathLike, dst: PathLike) -> None:
+    """Move the finished file ``src`` to ``dst`` (same file system), whole
+    or not at all, and make the rename durable."""
+    _commit(os.fspath(src), os.fspath(dst))
+
+
 def remove_partial_files(dirname: str) -> list[str]:
     """Delete the partial files interrupted writes left in ``dirname`` (not
     recursive); returns their paths."""

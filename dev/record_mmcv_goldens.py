@@ -9,8 +9,9 @@ tools/install.sh --mmcv-ops``, or any mmcv 2.1.0 built with
 It runs the cases of :mod:`convnext_dense.ops.parity` through ``mmcv.ops``
 (RoIAlign forward and backward, NMS, soft-NMS) and a training step of the
 small Cascade Mask R-CNN and Mask R-CNN (in float32 and in float64), and
-saves what mmcv's kernels returned. ``tests/ops/test_mmcv_ext.py`` compares convnext_dense.ops with
-this file on the default install, which has no compiled mmcv.
+saves what mmcv's kernels returned. ``tests/ops/test_mmcv_ext.py`` compares
+convnext_dense.ops with this file on the default install, which has no
+compiled mmcv.
 """
 from __future__ import annotations
 

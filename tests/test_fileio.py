@@ -188,3 +188,11 @@ def test_guard_refuses_same_inside_and_linked(tmp_path):
     check_outputs([('--out', str(tmp_path / 'val2017_vis')),
                    ('--work-dir', str(tmp_path)), ('--show-dir', None)],
                   inputs)
+
+
+def test_move_file_replaces_the_destination_whole(tmp_path):
+    src, dst = tmp_path / 'a.png', tmp_path / 'b.png'
+    src.write_bytes(b'new')
+    dst.write_bytes(b'old')
+    fileio.move_file(src, dst)
+    assert dst.read_bytes() == b'new' and not src.exists()

@@ -233,15 +233,16 @@ def flatten_seg_pictures(show_dir: str) -> list[str]:
     ``show_dir`` already. Returns the files, sorted.
     """
     import glob
-    import os
     import re
+
+    from convnext_dense.fileio import move_file
     nested = osp.join(show_dir, 'vis_data', 'vis_image')
     moved = []
     for path in sorted(glob.glob(osp.join(nested, '*.png'))):
         # <name>[.<ext>]_<step>.png -> <name>.png
         name = re.sub(r'(\.[A-Za-z]+)?_\d+\.png$', '.png',
                       osp.basename(path))
-        os.replace(path, osp.join(show_dir, name))
+        move_file(path, osp.join(show_dir, name))
         moved.append(osp.join(show_dir, name))
     return moved
 
