@@ -76,7 +76,7 @@ class HalfGraph(nn.Module):
 
     Where the backbone needs float32 it keeps it in the graph: GRN's
     spatial L2 norm and channel mean (a Cast to float32 before
-    ``ReduceL2``; :meth:`convnext_dense.models.convnext.GRN._forward_onnx`)
+    ``ReduceL2``; :meth:`convnext_dense.models.layers.GRN._forward_onnx`)
     and LayerNorm's statistics (opset-17 ``LayerNormalization``, whose
     ``stash_type`` defaults to float32).
     """

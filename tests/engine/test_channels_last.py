@@ -22,7 +22,8 @@ from convnext_dense.engine.channels_last import (ChannelsLastHook,
                                                  compile_backbone,
                                                  guard_mmcv_ops,
                                                  to_channels_last)
-from convnext_dense.models.convnext import Block, ConvNeXt
+from convnext_dense.models.convnext import ConvNeXt
+from convnext_dense.models.layers import Block
 from helpers.random_weights import randomize_
 
 CL = torch.channels_last

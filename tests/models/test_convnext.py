@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convnext_dense.checkpoint.backbone import to_official
-from convnext_dense.models.convnext import ARCH_SETTINGS, GRN, Block, ConvNeXt
+from convnext_dense.models.convnext import ARCH_SETTINGS, ConvNeXt
+from convnext_dense.models.layers import GRN, Block
 from helpers.random_weights import randomize_
 
 # timm's name for each of our published archs
@@ -540,3 +541,23 @@ def test_pretrained_init_cfg_keys_are_accepted() -> None:
     ConvNeXt('test', init_cfg=None)
     ConvNeXt('test', init_cfg=dict(type='Pretrained', checkpoint='a.pth',
                                    prefix='backbone.', allow_partial=True))
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_depthwise_gradients_keep_the_weight_strides(channels_last):
+    """A depthwise weight (C, 1, 7, 7) fed channels-last activations gets a
+    gradient whose size-1 dimension has another stride than the weight's;
+    DDP compares strides and warned "Grad strides do not match bucket view
+    strides" in every distributed CPU run. The block's hook restrides it."""
+    model = ConvNeXt(arch='test', out_indices=(3, ))
+    x = torch.randn(2, 3, 64, 64)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model(x)[0].sum().backward()
+    checked = 0
+    for name, param in model.named_parameters():
+        if name.endswith('dwconv.weight'):
+            assert param.grad.stride() == param.stride(), name
+            checked += 1
+    assert checked == 4
