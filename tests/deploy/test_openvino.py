@@ -12,7 +12,7 @@ pytest.importorskip('openvino')
 pytest.importorskip('onnxruntime')
 
 from convnext_dense.apis.inference import Inferencer  # noqa: E402
-from convnext_dense.deploy.onnx_export import export_onnx  # noqa: E402
+from convnext_dense.apis.export import export_onnx  # noqa: E402
 from convnext_dense.deploy.runtime import (  # noqa: E402
     OpenVinoSession, UnsupportedByBackendError, make_session)
 from convnext_dense.engine.precision import PrecisionError  # noqa: E402
