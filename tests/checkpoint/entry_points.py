@@ -79,7 +79,8 @@ def command(entry_point: str, checkpoint: Path, data: Path,
         init_cfg=_train_args(data, tmp / 'init_cfg') + [
             'model.backbone.init_cfg._delete_=True',
             'model.backbone.init_cfg.type=Pretrained',
-            f'model.backbone.init_cfg.checkpoint={ckpt}'],
+            f'model.backbone.init_cfg.checkpoint={ckpt}',
+            '--cfg-new-keys'],  # the demo config's init_cfg is None
         resume=_train_args(data, tmp / 'resume')[:1] + [
             DEMO, '--resume', ckpt] + _train_args(data, tmp / 'resume')[2:],
     )[entry_point]

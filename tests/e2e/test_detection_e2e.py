@@ -149,7 +149,7 @@ def test_missing_pretrained_checkpoint_is_named(tmp_path):
         '(rectangle,ellipse,triangle)',
         # no AMP on a CPU; N = 3 + ceil(1 / 3) for the 'test' arch
         'optim_wrapper.type=OptimWrapper',
-        'optim_wrapper.paramwise_cfg.num_layers=4'
+        'optim_wrapper.paramwise_cfg.num_layers=4', '--cfg-new-keys'
     ], str(tmp_path))
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
