@@ -100,6 +100,10 @@ def _missing_key(cfg: Mapping, key: str) -> str | None:
                 key = '.'.join(parts[:depth + 1])
                 return f'{key} is not in the config; {hint}'
             node = node[part]
+        elif node is None and depth > 0:
+            # a key the config has, left at None (e.g. a backbone's
+            # init_cfg): filling it in is what the user means
+            return None
         else:
             return (f'{where} is a {type(node).__name__}, not a dict: it has '
                     f'no key {part!r}')

@@ -124,3 +124,13 @@ def test_every_tool_refuses_a_misspelt_cfg_option(tool, argv, tmp_path,
         '--cfg-options train_cfg.max_epoch: train_cfg.max_epoch is not in '
         'the config; did you mean train_cfg.max_epochs?'.join(
             ('error: ', '')))
+
+
+def test_keys_under_a_value_left_at_none_fill_it_in():
+    """A backbone's ``init_cfg=None`` is a key the config has: giving it a
+    checkpoint is not a typo. Under a number it still is."""
+    cfg = Config(dict(model=dict(backbone=dict(init_cfg=None, depth=3))))
+    check_cfg_options(cfg, {'model.backbone.init_cfg.type': 'Pretrained',
+                            'model.backbone.init_cfg.checkpoint': 'x.pth'})
+    with pytest.raises(UnknownConfigKeyError, match='is a int, not a dict'):
+        check_cfg_options(cfg, {'model.backbone.depth.value': 3})
