@@ -93,7 +93,8 @@ for precision in "${PRECISIONS[@]}"; do
     fi
     (cd "$PRECISION_DIR" && "$PY" "$REPO/tools/demo.py" "$task" \
        --precision "$precision" --work-dir "work_dirs/${task}_$precision" \
-       --cfg-options "${OPTIONS[@]}") > "$PRECISION_DIR/${task}_$precision.log" 2>&1
+       --cfg-options "${OPTIONS[@]}" --cfg-new-keys) \
+       > "$PRECISION_DIR/${task}_$precision.log" 2>&1
     rc=$?
     [ "$rc" -ne 0 ] && precision_rc=$rc
     grep -h -E "precision (bf16|fp16|fp32) on|demo metrics" \
