@@ -23,7 +23,8 @@ MODULES = sorted(path.stem for path in PACKAGE.glob('*.py')
 
 def test_the_package_has_the_expected_modules() -> None:
     assert MODULES == ['backbone', 'download', 'hf_upernet', 'key_schemas',
-                       'loaders', 'mismatch', 'preflight', 'reader']
+                       'loaders', 'mismatch', 'preflight', 'reader',
+                       'released']
 
 
 @pytest.mark.slow  # ~2 min: eight interpreters importing torch
