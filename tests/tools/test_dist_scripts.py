@@ -107,7 +107,7 @@ def test_two_process_cpu_training_without_torch_on_path(tmp_path) -> None:
     import sys
     from engine.toy_runner import toy_env, write_detector_config
     from convnext_dense.toy_data import generate_toy_coco
-    from test_distributed import free_port
+    from e2e.test_distributed import free_port
 
     # a checkout whose .venv is this test's environment
     root = tmp_path / 'repo'
