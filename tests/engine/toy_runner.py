@@ -480,6 +480,11 @@ def train_in_process(work_dir: Union[str, Path], **kwargs) -> tuple:
     import uuid
     cfg = build_cfg(str(work_dir), experiment_name=uuid.uuid4().hex,
                     **kwargs)
+    # mmengine names the log directory after the second the run starts and
+    # appends to a log file that exists: a run that starts in the same
+    # second as an earlier one in this work_dir would read both logs.
+    while osp.exists(osp.join(work_dir, time.strftime('%Y%m%d_%H%M%S'))):
+        time.sleep(0.05)
     runner = Runner.from_cfg(cfg)
     model = runner.train()
     record = next(h for h in runner.hooks if isinstance(h, ToyRecordHook))
