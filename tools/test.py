@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from convnext_dense.apis.cli import flatten_seg_pictures, select_device
     from convnext_dense.apis.config_args import CONFIG_ERRORS
-    from convnext_dense.apis.inference import resolve_checkpoint
+    from convnext_dense.apis.model_files import resolve_checkpoint
     from convnext_dense.apis.outputs import (OutputOverwritesInputError,
                                              check_run_outputs)
     from convnext_dense.tasks import detect_task

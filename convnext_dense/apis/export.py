@@ -11,8 +11,8 @@ from convnext_dense.fileio import check_outputs
 from convnext_dense.optional import require
 from convnext_dense.tasks import build_model, detect_task
 
-from .inference import (dataset_meta_for, load_checkpoint_strict,
-                        resolve_checkpoint, resolve_config)
+from .model_files import (dataset_meta_for, load_checkpoint_strict,
+                          resolve_checkpoint, resolve_config)
 
 
 def export_onnx(config: str,

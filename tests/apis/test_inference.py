@@ -21,10 +21,14 @@ import torch
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
-from convnext_dense.tasks import build_model  # noqa: E402
-from convnext_dense.apis.inference import (  # noqa: E402
-    CheckpointMismatchError, Inferencer, UnreadableImageError, detect_task,
-    list_images, resolve_checkpoint, resolve_config, run_inference)
+from convnext_dense.tasks import build_model, detect_task  # noqa: E402
+from convnext_dense.apis.images import (  # noqa: E402
+    UnreadableImageError, list_images)
+from convnext_dense.apis.inference import Inferencer, run_inference  # noqa
+from convnext_dense.apis.model_files import (  # noqa: E402
+    resolve_checkpoint, resolve_config)
+from convnext_dense.checkpoint.mismatch import (  # noqa: E402
+    CheckpointMismatchError)
 from mmengine.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -157,7 +157,7 @@ def test_every_row_is_in_the_docs_table():
 def test_released_mask_rcnn_file_loads_strictly(tmp_path):
     """A file in the authors' format, through the loader tools/infer.py
     and tools/test.py use (weights-only unpickling, strict)."""
-    from convnext_dense.apis.inference import load_checkpoint_strict
+    from convnext_dense.apis.model_files import load_checkpoint_strict
     released = RELEASED[0]
     model = build_model(Config.fromfile(str(REPO / released.config)))
     path = tmp_path / released.url.rsplit('/', 1)[1]
