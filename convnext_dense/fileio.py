@@ -162,6 +162,30 @@ def _commit(partial: str, path: str) -> None:
 
 
 @contextlib.contextmanager
+def _replacing(path: str) -> Iterator[tuple[str, dict]]:
+    """The one write path: yields the new hidden partial file's name and a
+    state dict (``fd``: its open descriptor, for the caller to take;
+    ``written``: bytes written, for the error message); renames the partial
+    file over ``path`` when the block ends, or removes it on an exception,
+    which is re-raised with ``path`` named."""
+    fd, partial = _create_partial(path)
+    state = {'fd': fd, 'written': None}
+    try:
+        yield partial, state
+        _commit(partial, path)
+    except BaseException as err:
+        if state['fd'] is not None:
+            with contextlib.suppress(OSError):
+                os.close(state['fd'])
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        named = _named(err, path, state['written'])
+        if named is err:
+            raise
+        raise named from err
+
+
+@contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = 'wb',
                 encoding: Optional[str] = None) -> Iterator[IO]:
     """Open ``path`` for writing as a whole: the file appears, complete,
@@ -181,28 +205,21 @@ def atomic_open(path: PathLike, mode: str = 'wb',
     """
     if mode not in ('wb', 'w'):
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
-    path = os.fspath(path)
-    fd, partial = _create_partial(path)
-    file = os.fdopen(fd, mode, **({} if 'b' in mode else dict(
-        encoding=encoding or 'utf-8')))
-    try:
-        yield file
-        file.flush()
-        os.fsync(file.fileno())
-        file.close()
-        _commit(partial, path)
-    except BaseException as err:
-        written = None
-        with contextlib.suppress(Exception):
-            written = file.tell()
-        with contextlib.suppress(Exception):
-            file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        named = _named(err, path, written)
-        if named is err:
+    with _replacing(os.fspath(path)) as (_, state):
+        file = os.fdopen(state['fd'], mode, **({} if 'b' in mode else dict(
+            encoding=encoding or 'utf-8')))
+        state['fd'] = None  # the file object owns it now
+        try:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                state['written'] = file.tell()
             raise
-        raise named from err
+        finally:
+            with contextlib.suppress(Exception):
+                file.close()
 
 
 @contextlib.contextmanager
@@ -211,24 +228,15 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     exporter): yields the hidden partial file's name (created empty) to
     write to by name, as often as needed; on success it is fsync-ed and
     renamed over ``path``."""
-    path = os.fspath(path)
-    fd, partial = _create_partial(path)
-    os.close(fd)
-    try:
+    with _replacing(os.fspath(path)) as (partial, state):
+        os.close(state['fd'])
+        state['fd'] = None
         yield partial
         fd = os.open(partial, os.O_RDONLY | O_NOFOLLOW)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _commit(partial, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        named = _named(err, path, None)
-        if named is err:
-            raise
-        raise named from err
 
 
 def atomic_write(data: bytes, path: PathLike) -> None:
