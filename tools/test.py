@@ -21,7 +21,7 @@ import os
 import os.path as osp
 import sys
 
-from convnext_dense.apis.config_args import add_cfg_arguments
+from convnext_dense.apis.config_args import add_run_arguments
 
 from convnext_dense.engine.precision import add_precision_argument
 
@@ -52,18 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='evaluate even if the checkpoint does not fit the model: '
         'tensors that fit are loaded, the others stay as initialised')
     add_precision_argument(parser)
-    parser.add_argument(
-        '--data-root', metavar='PATH',
-        help='data_root of every dataset (evaluator annotation files '
-        'follow); unlike --cfg-options, paths may contain blanks')
-    add_cfg_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
-    parser.add_argument('--verbose', action='store_true',
-                        help='also print the config, environment and hook '
-                        'order (always in the log file of the work dir)')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_run_arguments(parser, 'model.test_cfg.rcnn.score_thr=0.05')
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from convnext_dense.apis.config_args import add_cfg_arguments
+from convnext_dense.apis.config_args import add_run_arguments
 
 from convnext_dense.engine.precision import add_precision_argument
 
@@ -37,20 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale lr by total batch size / auto_scale_lr.base_batch_size')
-    parser.add_argument(
-        '--data-root', metavar='PATH',
-        help='data_root of every dataset (evaluator annotation files '
-        'follow); unlike --cfg-options, paths may contain blanks')
-    add_cfg_arguments(parser,
+    add_run_arguments(parser,
                       'train_cfg.max_epochs=2 model.backbone.arch=small')
-    parser.add_argument('--verbose', action='store_true',
-                        help='also print the config, environment and hook '
-                        'order (always in the log file of the work dir)')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args

@@ -149,3 +149,22 @@ def add_cfg_arguments(parser, example: str = 'train_cfg.max_epochs=2') -> None:
     parser.add_argument(
         '--cfg-new-keys', action='store_true',
         help='let --cfg-options add keys the config does not have')
+
+
+def add_run_arguments(parser, example: str) -> None:
+    """The arguments ``tools/train.py`` and ``tools/test.py`` share:
+    ``--data-root``, :func:`add_cfg_arguments`, ``--verbose``,
+    ``--launcher`` and the launcher's ``--local-rank``."""
+    parser.add_argument(
+        '--data-root', metavar='PATH',
+        help='data_root of every dataset (evaluator annotation files '
+        'follow); unlike --cfg-options, paths may contain blanks')
+    add_cfg_arguments(parser, example)
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the config, environment and hook '
+                        'order (always in the log file of the work dir)')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
