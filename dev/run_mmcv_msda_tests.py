@@ -2,13 +2,13 @@
 the CPU against the default install (mmcv-lite + convnext_dense.ops).
 
     git clone https://github.com/open-mmlab/mmcv /path/to/mmcv
-    python dev/run_mmcv_msda_tests.py /path/to/mmcv [--rev v2.1.0] [-- PYTEST_ARGS]
+    python dev/run_mmcv_msda_tests.py /path/to/mmcv [--rev REV] [-- ARGS]
 
 It copies ``tests/test_ops/test_ms_deformable_attn.py`` of revision REV
-(read with ``git show``; the clone's work tree is not touched) into a scratch
-folder, next to ``dev/mmcv_msda_conftest.py`` as its conftest, which runs
-the file's CUDA-only cases on the CPU through the op that mmcv calls on a
-GPU. Exits with pytest's status.
+(default v2.1.0, read with ``git show``: the clone's work tree is not
+touched) into a scratch folder, next to ``dev/mmcv_msda_conftest.py`` as its
+conftest, which runs the file's CUDA-only cases on the CPU through the op
+that mmcv calls on a GPU. Exits with pytest's status.
 """
 from __future__ import annotations
 

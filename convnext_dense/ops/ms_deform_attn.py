@@ -13,7 +13,8 @@ their place, with mmcv's signatures:
 - sampling: a location (x, y) in [0, 1] of a level of size (H, W) reads
   pixel coordinates (x * W - 0.5, y * H - 0.5), bilinearly, with zeros
   outside the map, as mmcv's kernel does; that is ``grid_sample`` with
-  ``align_corners=False`` and zero padding, once per level;
+  ``align_corners=False`` and zero padding, once per level. A level of
+  size 0 adds zeros, as in mmcv's kernel;
 - ``im2col_step``: the batch is processed in chunks of that many samples,
   and must divide into them, as in mmcv;
 - dtypes: float32 and float64 are computed in their own precision; float16
@@ -75,7 +76,7 @@ def _levels(value: Tensor, spatial_shapes: Tensor,
     table = [(int(start), int(height), int(width)) for start, (height, width)
              in zip(level_start_index.tolist(), spatial_shapes.tolist())]
     for level, (start, height, width) in enumerate(table):
-        if start < 0 or height < 1 or width < 1 or \
+        if start < 0 or height < 0 or width < 0 or \
                 start + height * width > keys:
             raise ValueError(
                 f'ms_deform_attn: level {level} ({height}x{width} from key '
@@ -100,6 +101,8 @@ def _attend(value: Tensor, table: list[tuple[int, int, int]],
         batch * heads, 1, queries, levels, points)
     out = None
     for level, (start, height, width) in enumerate(table):
+        if height * width == 0:
+            continue  # an empty map adds zeros, as in mmcv's kernel
         level_map = flat[:, :, start:start + height * width].unflatten(
             2, (height, width))  # (B * M, D, H, W)
         sampled = F.grid_sample(level_map, grid[:, :, level], mode='bilinear',
@@ -107,6 +110,8 @@ def _attend(value: Tensor, table: list[tuple[int, int, int]],
         # (B * M, D, Q, P) weighted and summed over the points -> (B*M, D, Q)
         term = (sampled * weight[..., level, :]).sum(-1)
         out = term if out is None else out + term
+    if out is None:  # every level empty
+        out = flat.new_zeros(batch * heads, channels, queries)
     # (B * M, D, Q) -> (B, M * D, Q) -> (B, Q, M * D)
     return out.view(batch, heads * channels, queries).transpose(1, 2)
 
@@ -161,6 +166,8 @@ def ms_deform_attn_backward(value: Tensor, spatial_shapes: Tensor,
     shaped as ``value``, ``sampling_loc`` and ``attn_weight``."""
     table, step = _levels(value, spatial_shapes, level_start_index,
                           sampling_loc, attn_weight, im2col_step)
+    if all(height * width == 0 for _, height, width in table):
+        return  # the output is zeros whatever the inputs
     dtype = _compute_dtype(value.dtype)
     with torch.enable_grad(), torch.autocast(value.device.type,
                                              enabled=False):
