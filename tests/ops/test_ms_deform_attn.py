@@ -192,9 +192,12 @@ def test_im2col_step_chunks_the_batch_without_changing_results() -> None:
     for step in (1, 2, 4, 64):
         assert torch.equal(forward(value, shapes, starts, loc, weight, step),
                            whole)
+        # grid_sample's CPU backward orders its sums by the batch size:
+        # the value's gradient may move in its last bit
         for got, want in zip(grads(value, shapes, starts, loc, weight,
                                    grad_out, step), whole_grads):
-            assert torch.equal(got, want)
+            torch.testing.assert_close(
+                got, want, rtol=0, atol=4 * EPS * want.abs().max().item())
     with pytest.raises(ValueError, match=r'batch \(4\) must be divisible '
                                          r'by im2col_step \(3\)'):
         forward(value, shapes, starts, loc, weight, 3)
