@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks in one run: the GPU fast-path tests, the demo models
-# trained and tested in bf16 and fp16, and the benchmark on the GPU, written
-# to OUT/benchmarks_gpu.md with the logs.
+# The GPU checks in one run: the GPU fast-path tests, multi-scale deformable
+# attention of convnext_dense/ops/ against mmcv's pure-PyTorch function on
+# CUDA (forward and gradients), the demo models trained and tested in bf16
+# and fp16, and the benchmark on the GPU, written to OUT/benchmarks_gpu.md
+# with the logs.
 #
 #   bash dev/gpu_check.sh [WHEELS] [OUT=work_dirs/gpu_check]
 #
@@ -62,7 +64,7 @@ OPS=$(sed -n 's/^mmcv ops from: //p' "$OUT/environment.txt")
 log "pytest -m gpu"
 set +e
 "$PY" -m pytest -m gpu -p no:cacheprovider -ra tests/engine/test_channels_last_gpu.py \
-  2>&1 | tee "$OUT/pytest_gpu.log"
+  tests/ops/test_ms_deform_attn_gpu.py 2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
 set -e
 

@@ -1,4 +1,5 @@
-"""Timing Cascade Mask R-CNN T on convnext_dense.ops against compiled mmcv.
+"""Timing convnext_dense.ops: Cascade Mask R-CNN T against compiled mmcv,
+and multi-scale deformable attention against mmcv's pure-PyTorch function.
 
 One worker process per contender, each holding its own detector; the parent
 asks them in turn, round after round, to time training iterations and
@@ -235,3 +236,146 @@ def benchmark_ops(compiled_python: str | None = None, rounds: int = 3,
     with open(out, 'w') as file:
         file.write(render(result, command))
     return out
+
+
+# Multi-scale deformable attention: the op (through mmcv's autograd
+# function, as mmcv's module calls it on a GPU) against mmcv's pure-PyTorch
+# function (what mmcv's module runs on the CPU), forward + backward
+
+MSDA_CONTENDERS = ('convnext_dense.ops', 'mmcv pytorch')
+# DINO/Deformable DETR's attention: 256 dims in 8 heads, 4 levels of
+# strides 8-64 of a 320x320 image, 4 points; the encoder's queries are its
+# keys, the decoder has 900 queries
+MSDA_CASES = {'encoder': 2125, 'decoder': 900}
+MSDA_SHAPES = ((40, 40), (20, 20), (10, 10), (5, 5))
+
+
+def msda_inputs(queries: int, batch: int = 2, heads: int = 8,
+                channels: int = 32, points: int = 4) -> tuple:
+    """value, shapes, level starts, locations, weights, output gradient."""
+    import torch
+    generator = torch.Generator().manual_seed(0)
+    shapes = torch.tensor(MSDA_SHAPES)
+    starts = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
+    keys, levels = int(shapes.prod(1).sum()), len(MSDA_SHAPES)
+    value = torch.randn(batch, keys, heads, channels, generator=generator)
+    loc = torch.rand(batch, queries, heads, levels, points, 2,
+                     generator=generator)
+    weight = torch.rand(batch, queries, heads, levels, points,
+                        generator=generator).softmax(-1)
+    grad = torch.randn(batch, queries, heads * channels, generator=generator)
+    return value, shapes, starts, loc, weight, grad
+
+
+def msda_step(contender: str, inputs: tuple) -> Callable[[], None]:
+    """One forward + backward of ``contender`` on ``inputs``."""
+    from mmcv.ops.multi_scale_deform_attn import (
+        MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
+    value, shapes, starts, loc, weight, grad = inputs
+    leaves = [t.clone().requires_grad_() for t in (value, loc, weight)]
+
+    def forward():
+        for leaf in leaves:
+            leaf.grad = None
+        if contender == MSDA_CONTENDERS[0]:
+            return MultiScaleDeformableAttnFunction.apply(
+                leaves[0], shapes, starts, leaves[1], leaves[2], 64)
+        return multi_scale_deformable_attn_pytorch(leaves[0], shapes,
+                                                   leaves[1], leaves[2])
+
+    def step() -> None:
+        forward().backward(grad)
+    step.forward, step.inputs = forward, leaves + [shapes, starts]
+    return step
+
+
+def msda_saved_bytes(step: Callable[[], None]) -> int:
+    """Bytes that a step's forward keeps for its backward beyond the step's
+    inputs (the tensors it saves, counted once per storage)."""
+    import torch
+    inputs = {t.untyped_storage().data_ptr() for t in step.inputs}
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in inputs:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step.forward()
+    return sum(storages.values())
+
+
+def msda_memory_child(contender: str, queries: int) -> dict:
+    """Peak resident memory of one step above the resident size before it,
+    in this fresh process (as :func:`~.memory.memory_child`)."""
+    import torch
+
+    import convnext_dense  # noqa: F401  (installs the ops)
+    from .memory import _status_bytes
+    torch.set_num_threads(1)
+    step = msda_step(contender, msda_inputs(queries))
+    with open('/proc/self/clear_refs', 'w') as file:
+        file.write('5')  # VmHWM := VmRSS
+    before = _status_bytes('VmRSS')
+    step()
+    return dict(peak_bytes=_status_bytes('VmHWM') - before)
+
+
+def benchmark_msda(rounds: int = 5, log: Callable[[str], None] = print
+                   ) -> dict:
+    """Time and measure every contender of every case (one torch thread,
+    process CPU time, contenders alternating); peak memory in a fresh
+    process per contender and case."""
+    import torch
+
+    import convnext_dense  # noqa: F401  (installs the ops)
+    from .timing import clock, wall_clock_per_call
+    torch.set_num_threads(1)
+    timer, timer_name = clock(torch.device('cpu'))
+    result = dict(rounds=rounds, timer=timer_name, cases={})
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    for case, queries in MSDA_CASES.items():
+        inputs = msda_inputs(queries)
+        steps = {name: msda_step(name, inputs) for name in MSDA_CONTENDERS}
+        times = interleaved_rounds(
+            steps, rounds, warmup=1, measure=wall_clock_per_call(
+                timer=timer),
+            log=lambda index, name, seconds, case=case: log(
+                f'msda {case} round {index + 1} {name}: {seconds:.3f} s'))
+        rows = {}
+        for name in MSDA_CONTENDERS:
+            code = ('import json; from convnext_dense.analysis.bench_ops '
+                    'import msda_memory_child; print(json.dumps('
+                    f'msda_memory_child({name!r}, {queries})))')
+            child = subprocess.run([sys.executable, '-c', code], env=env,
+                                   check=True, capture_output=True,
+                                   text=True).stdout.strip().splitlines()
+            rows[name] = dict(
+                seconds=statistics.median(times[name]),
+                spread=(min(times[name]), max(times[name])),
+                saved_bytes=msda_saved_bytes(steps[name]),
+                peak_bytes=json.loads(child[-1])['peak_bytes'])
+            log(f'msda {case} {name}: {rows[name]}')
+        result['cases'][case] = dict(queries=queries, rows=rows)
+    return result
+
+
+def render_msda(result: dict, command: str) -> str:
+    """The markdown table of a :func:`benchmark_msda`."""
+    lines = [
+        f'Command: `{command}`; {result["rounds"]} rounds, contenders '
+        f'alternating, {result["timer"]}; ' + time.strftime('%Y-%m-%d'),
+        '',
+        '| case | contender | fwd+bwd s (range) | held for backward MiB '
+        '| peak MiB |',
+        '|---|---|---|---|---|']
+    for case, entry in result['cases'].items():
+        for name, row in entry['rows'].items():
+            low, high = row['spread']
+            lines.append(
+                f'| {case} ({entry["queries"]} queries) | {name} | '
+                f'{row["seconds"]:.3f} ({low:.3f}-{high:.3f}) | '
+                f'{row["saved_bytes"] / 2**20:.1f} | '
+                f'{row["peak_bytes"] / 2**20:.1f} |')
+    return '\n'.join(lines) + '\n'

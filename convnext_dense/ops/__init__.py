@@ -1,4 +1,5 @@
-"""Ops that mmcv compiles, from torch and torchvision instead.
+"""Ops that mmcv compiles, from torch and torchvision instead: RoIAlign,
+NMS, soft-NMS and multi-scale deformable attention.
 
 Importing ``convnext_dense`` imports this package first, which installs
 :mod:`convnext_dense.ops.mmcv_ext` as ``mmcv._ext`` when mmcv has no

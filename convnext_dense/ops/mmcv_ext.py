@@ -28,6 +28,13 @@ from compiled mmcv by ``dev/record_mmcv_goldens.py``):
 - ``softnms``: soft-NMS (linear, gaussian, naive) in torch, vectorised over
   the remaining boxes; it reproduces mmcv's order of swaps, and so its
   indices, scores and output order.
+- ``ms_deform_attn_forward`` / ``ms_deform_attn_backward``: multi-scale
+  deformable attention (DINO, Mask2Former) on a GPU, where mmcv's
+  ``MultiScaleDeformableAttention`` calls the compiled op (on the CPU it
+  runs its own pure-PyTorch function): ``grid_sample`` per level, in
+  :mod:`convnext_dense.ops.ms_deform_attn` (checked against mmcv's
+  pure-PyTorch function and by numerical gradients,
+  ``tests/ops/test_ms_deform_attn.py``).
 
 Any other op is a function that raises, when called, an error naming the op
 and the install option that provides it (``bash tools/install.sh
@@ -47,7 +54,10 @@ import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch import Tensor
 from torch.utils.weak import WeakTensorKeyDictionary
 
-__all__ = ['OPS', 'install', 'mmcv_ops_source', 'nms', 'roi_align_backward',
+from .ms_deform_attn import ms_deform_attn_backward, ms_deform_attn_forward
+
+__all__ = ['OPS', 'install', 'mmcv_ops_source', 'ms_deform_attn_backward',
+           'ms_deform_attn_forward', 'nms', 'roi_align_backward',
            'roi_align_forward', 'softnms']
 
 INSTALL_HINT = ('bash tools/install.sh --mmcv-ops (mmcv 2.1.0 compiled with '
@@ -220,7 +230,8 @@ def softnms(boxes: Tensor, scores: Tensor, dets: Tensor, *,
     return index[:alive].clone()
 
 
-OPS = (roi_align_forward, roi_align_backward, nms, softnms)
+OPS = (roi_align_forward, roi_align_backward, nms, softnms,
+       ms_deform_attn_forward, ms_deform_attn_backward)
 
 
 class _Extension(types.ModuleType):
