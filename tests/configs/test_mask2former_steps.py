@@ -6,6 +6,7 @@ constructor (layer decay + custom keys, gradient clipping)."""
 from __future__ import annotations
 
 import copy
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from mmengine.structures import InstanceData, PixelData  # noqa: E402
 
 from convnext_dense.models import ConvNeXt  # noqa: E402
 
-from .test_mask2former_configs import head_key, load  # noqa: E402
+from .test_mask2former_configs import (head_key, load, plain,  # noqa
+                                      without)
 
 
 def narrow_head(head: Config, dims: int = 32, queries: int = 4) -> None:
@@ -147,3 +149,46 @@ def test_instance_trains_and_predicts():
     assert 0 < len(pred) <= 100
     assert pred.masks.shape[1:] == (48, 64)
     assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.scores).all()
+
+
+def test_demo_config_changes_only_what_the_cpu_needs():
+    """configs/demo/mask2former_convnext_demo.py is the T config with the
+    tiny backbone, a narrow head, toy data at 128 px, a short schedule and a
+    from-scratch lr; losses, matching, optimizer structure (layer decay,
+    custom keys, clipping) and the poly shape are the recipe's."""
+    from convnext_dense.toy_data.toy_ade import CLASSES
+    demo = plain(Config.fromfile(osp.join(
+        osp.dirname(__file__), '..', '..', 'configs', 'demo',
+        'mask2former_convnext_demo.py')).to_dict())
+    base = plain(load('mask2former_convnext_t_ade20k_512').to_dict())
+    demo, base = Config(demo), Config(base)
+    head, base_head = demo.model.decode_head, base.model.decode_head
+    narrowed = ('in_channels', 'feat_channels', 'out_channels', 'num_classes',
+                'num_queries', 'pixel_decoder', 'positional_encoding',
+                'transformer_decoder', 'loss_cls', 'train_cfg')
+    assert without(head, *narrowed) == without(base_head, *narrowed)
+    assert head.num_classes == len(CLASSES)
+    assert head.loss_cls == dict(base_head.loss_cls,
+                                 class_weight=[1.0] * len(CLASSES) + [0.1])
+    assert without(head.train_cfg, 'num_points') == without(
+        base_head.train_cfg, 'num_points')
+    assert demo.model.backbone.arch == 'test'
+    assert demo.model.backbone.init_cfg is None
+    assert list(head.in_channels) == list(ConvNeXt('test').out_channels)
+
+    wrapper, base_wrapper = demo.optim_wrapper, base.optim_wrapper
+    assert without(wrapper, 'optimizer', 'paramwise_cfg') == without(
+        base_wrapper, 'optimizer', 'paramwise_cfg')
+    assert without(wrapper.optimizer, 'lr') == without(
+        base_wrapper.optimizer, 'lr')
+    assert wrapper.paramwise_cfg == dict(
+        base_wrapper.paramwise_cfg, num_layers=ConvNeXt('test').num_layers)
+    [poly] = demo.param_scheduler
+    [base_poly] = base.param_scheduler
+    assert without(poly, 'end') == without(base_poly, 'end')
+    assert poly.end == demo.train_cfg.max_iters
+    for loader in (demo.train_dataloader, demo.val_dataloader):
+        assert loader.dataset.data_root == 'data/toy_ade'
+        assert tuple(loader.dataset.metainfo.classes) == CLASSES
+    train = [t.type for t in demo.train_dataloader.dataset.pipeline]
+    assert train == [t.type for t in base.train_dataloader.dataset.pipeline]
