@@ -105,10 +105,26 @@ def test_what_does_not_export_is_named(tmp_path):
     model.data_preprocessor.test_cfg = dict(size=(128, 128))
     with pytest.raises(UnsupportedModelError, match='fixed size'):
         export_model(model, 'seg', str(tmp_path / 'b.onnx'))
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow  # 25 s on two busy cores: the full 256-channel head
+def test_instance_model_exports_its_pixel_decoder_only(tmp_path):
     cfg = Config.fromfile(COCO)
     cfg.model.backbone.update(arch='test', init_cfg=None)
     cfg.model.panoptic_head.in_channels = [16, 32, 64, 128]
+    torch.manual_seed(0)
     detector = build_model(cfg).eval()
     with pytest.raises(UnsupportedModelError, match='only two-stage'):
         export_model(detector, 'det', str(tmp_path / 'c.onnx'))
     assert not any(tmp_path.iterdir())  # nothing written
+
+    path = export_model(detector, 'det', str(tmp_path / 'n.onnx'),
+                        part='neck', shape=(64, 96))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        mask_feature, levels = detector.panoptic_head.pixel_decoder(
+            detector.backbone(x))
+    for got, expected in zip(run_onnx(path, x.numpy()),
+                             [mask_feature, *levels], strict=True):
+        assert np.abs(got - expected.numpy()).max() <= 1e-4
