@@ -2,6 +2,7 @@
 
     python tools/demo.py det   # Cascade Mask R-CNN, toy COCO: box/mask AP
     python tools/demo.py seg   # UperNet, toy ADE: mIoU
+    python tools/demo.py seg-m2f   # Mask2Former, toy ADE: mIoU
     python tools/demo.py det --precision bf16   # trained and tested in bf16
 
 Run from the repository root: data goes to data/toy_*, logs, checkpoint and

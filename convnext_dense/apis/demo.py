@@ -63,6 +63,13 @@ TASKS: dict[str, DemoTask] = {
         # sizes the demo config was tuned for (128 px, as its crop)
         generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
         ready_file='toy_ade.json'),  # written last
+    'seg-m2f': DemoTask(
+        config='configs/demo/mask2former_convnext_demo.py',
+        data_root='data/toy_ade',
+        work_dir='work_dirs/demo_seg_m2f',
+        generator='convnext_dense.toy_data.toy_ade:generate_toy_ade',
+        generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
+        ready_file='toy_ade.json'),
 }
 
 

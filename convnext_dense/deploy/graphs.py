@@ -56,7 +56,8 @@ class _Normalize(nn.Module):
 
 
 class FeatureGraph(nn.Module):
-    """Backbone (and neck): (N, 3, H, W) normalised -> tuple of maps."""
+    """Backbone (and neck, or a Mask2Former head's pixel decoder): (N, 3, H,
+    W) normalised -> tuple of maps."""
 
     def __init__(self, backbone: nn.Module, neck: nn.Module | None = None
                  ) -> None:
@@ -65,7 +66,11 @@ class FeatureGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         feats = self.backbone(image)
-        return tuple(self.neck(feats)) if self.neck is not None else feats
+        if self.neck is None:
+            return feats
+        # a Mask2Former pixel decoder gives (mask features, [3 levels])
+        return tuple(x for out in self.neck(feats) for x in (
+            out if isinstance(out, (list, tuple)) else [out]))
 
 
 class HalfGraph(nn.Module):
@@ -98,10 +103,16 @@ def check_segmentor(model: nn.Module) -> None:
             f'segmentor {name}: only EncoderDecoder exports (a cascade '
             'decoder needs its first head\'s output in the graph)')
     test_cfg = model.data_preprocessor.test_cfg or {}
-    if test_cfg.get('size') or test_cfg.get('size_divisor'):
+    if test_cfg.get('size'):
         raise UnsupportedModelError(
-            'data_preprocessor.test_cfg pads test images (size / '
-            'size_divisor); the graph takes unpadded images')
+            'data_preprocessor.test_cfg.size pads test images to a fixed '
+            'size; the graph takes images of any size')
+    mode = (getattr(model, 'test_cfg', None) or {}).get('mode', 'whole')
+    if test_cfg.get('size_divisor') and mode != 'whole':
+        raise UnsupportedModelError(
+            'data_preprocessor.test_cfg.size_divisor pads the whole image '
+            f"before the {mode!r} windows; the graph pads only in 'whole' "
+            'mode')
 
 
 class SegmentorGraph(nn.Module):
@@ -111,23 +122,48 @@ class SegmentorGraph(nn.Module):
     Sliding-window inference is left to the runtime
     (:class:`convnext_dense.deploy.runtime.OnnxSegmentor`): it runs this
     graph on each crop and averages, as mmseg's ``slide_inference`` does.
+    A Mask2Former head's class and mask predictions of its last layer are
+    combined as mmseg's ``Mask2FormerHead.predict`` does. A preprocessor
+    that pads test images to a multiple of ``size_divisor`` (bottom and
+    right, with zeros after normalising) is reproduced in the graph, and
+    the logits are cropped back, as mmseg's ``postprocess_result`` does.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         check_segmentor(model)
         self.normalize = _Normalize(model.data_preprocessor)
+        test_cfg = model.data_preprocessor.test_cfg or {}
+        self.size_divisor = int(test_cfg.get('size_divisor') or 1)
         # a copy: UPerHead's pyramid pooling (nn.AdaptiveAvgPool2d) is
         # swapped for an exportable one, leaving the caller's model as it was
         self.model = copy.deepcopy(model)
         graph_ops.replace_adaptive_pools(self.model)
+        self.query_head = hasattr(model.decode_head, 'transformer_decoder')
 
     def forward(self, image: Tensor) -> Tensor:
         x = self.normalize(image)
-        logits = self.model.decode_head(self.model.extract_feat(x))
-        return F.interpolate(logits, size=image.shape[2:], mode='bilinear',
-                             align_corners=self.model.decode_head
-                             .align_corners)
+        height, width = _size(x, 2), _size(x, 3)
+        if self.size_divisor > 1:
+            # pad by divisor - 1, then keep the rounded-up size: the slice
+            # ends are traced from the input's shape
+            d = self.size_divisor
+            x = F.pad(x, (0, d - 1, 0, d - 1))
+            x = x[:, :, :(height + d - 1) // d * d, :(width + d - 1) // d * d]
+        feats = self.model.extract_feat(x)
+        head = self.model.decode_head
+        if self.query_head:
+            # (N, Q, classes + 1), (N, Q, h, w) of the last decoder layer
+            cls_scores, mask_preds = (out[-1] for out in head(feats, []))
+            masks = F.interpolate(mask_preds, size=x.shape[2:],
+                                  mode='bilinear', align_corners=False)
+            scores = F.softmax(cls_scores, dim=-1)[..., :-1]  # no "no object"
+            logits = torch.einsum('nqc,nqhw->nchw', scores, masks.sigmoid())
+        else:
+            logits = F.interpolate(head(feats), size=x.shape[2:],
+                                   mode='bilinear',
+                                   align_corners=head.align_corners)
+        return logits[:, :, :height, :width]
 
 
 def _size(x: Tensor, dim: int) -> Tensor:

@@ -4,10 +4,14 @@ What goes into the graph (``part``):
 
 - ``'backbone'``: a normalised (N, 3, H, W) batch -> the backbone's maps
   (``feat0`` ...), dynamic batch, height and width;
-- ``'neck'``: the same through backbone + neck (FPN: five maps);
+- ``'neck'``: the same through backbone + neck (FPN: five maps; for
+  Mask2Former the pixel decoder: the stride-4 mask features, then its three
+  levels from stride 32 to 8);
 - ``'model'``: the whole test path. Segmentation: raw BGR pixels (N, 3, H,
   W) -> ``logits`` (N, classes, H, W), whole image (sliding windows are run
-  by the runtime, :class:`~convnext_dense.deploy.runtime.OnnxSegmentor`).
+  by the runtime, :class:`~convnext_dense.deploy.runtime.OnnxSegmentor`);
+  UperNet and Mask2Former (semantic) heads. mmdet's Mask2Former (instance)
+  is refused: only two-stage detectors export end to end.
   Detection (Mask R-CNN, Cascade Mask R-CNN): one resized BGR image (1, 3,
   H, W) and ``ori_hw`` -> ``boxes``, ``scores``, ``labels``, ``masks`` in
   original pixels, with RPN, RoI heads, NMS and mask pasting in the graph
@@ -43,6 +47,8 @@ from .graphs import (DetectorGraph, FeatureGraph, HalfGraph, SegmentorGraph,
 PARTS = ('model', 'backbone', 'neck')
 # RoiAlign's half-pixel mode (mmcv's aligned=True) and GridSample need 16
 MIN_OPSET = {'det': 16, 'seg': 11}
+# the deformable attention of Mask2Former's pixel decoder: GridSample
+MIN_OPSET_QUERY_HEAD = 16
 DEFAULT_OPSET = 17
 META_KEY = 'convnext_dense'
 # LayerNormalization (statistics in float32 by its stash_type); below 17 the
@@ -53,11 +59,16 @@ MIN_OPSET_FP16 = 17
 def _feature_graph(model: nn.Module, part: str) -> FeatureGraph:
     if part == 'backbone':
         return FeatureGraph(model.backbone)
-    if getattr(model, 'neck', None) is None:
-        raise UnsupportedModelError(
-            f'{type(model).__name__} has no neck; export part '
-            "'backbone' or 'model'")
-    return FeatureGraph(model.backbone, model.neck)
+    if getattr(model, 'neck', None) is not None:
+        return FeatureGraph(model.backbone, model.neck)
+    # Mask2Former: the pixel decoder is the neck (mask features + 3 levels)
+    head = getattr(model, 'panoptic_head', getattr(model, 'decode_head',
+                                                   None))
+    if hasattr(head, 'pixel_decoder'):
+        return FeatureGraph(model.backbone, head.pixel_decoder)
+    raise UnsupportedModelError(
+        f'{type(model).__name__} has no neck; export part '
+        "'backbone' or 'model'")
 
 
 def build_graph(model: nn.Module, task: str, part: str = 'model'
@@ -161,6 +172,13 @@ def export_model(model: nn.Module,
         raise UnsupportedModelError(
             f'opset {opset} is too old for this {task} model: it needs '
             f'{MIN_OPSET[task]} (RoiAlign half_pixel, GridSample)')
+    if (part == 'model' and opset < MIN_OPSET_QUERY_HEAD
+            and hasattr(getattr(model, 'decode_head', None),
+                        'transformer_decoder')):
+        raise UnsupportedModelError(
+            f'opset {opset} is too old for a Mask2Former head: its '
+            f'deformable attention samples with GridSample (opset '
+            f'{MIN_OPSET_QUERY_HEAD})')
     if fp16 and part == 'model':
         raise UnsupportedModelError(
             "fp16 export covers part 'backbone' and 'neck'; the heads "

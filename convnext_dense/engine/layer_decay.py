@@ -15,6 +15,12 @@ param groups to any PyTorch optimizer.
 Weight decay is 0 for every 1-D parameter (norms, layer scale), every bias,
 and the GRN gamma/beta of ConvNeXt-V2 (kept 4-D, (1, 1, 1, C), as in the
 official files); all others use the optimizer's weight decay.
+
+Heads with their own multipliers (Mask2Former, DINO: the backbone at 0.1 x
+the base lr, no weight decay on query and level embeddings) add
+``custom_keys`` as mmengine's default constructor reads them: a parameter
+takes the ``lr_mult`` and ``decay_mult`` of the longest key contained in its
+name, on top of its layer scale and the rule above.
 """
 from __future__ import annotations
 
@@ -34,6 +40,8 @@ from convnext_dense.registry import OPTIM_WRAPPER_CONSTRUCTORS
 # the paramwise_cfg keys this constructor reads; mmengine's default
 # constructor ignores unknown keys, so these alone would do nothing there
 DECAY_KEYS = ('decay_rate', 'decay_type', 'num_layers')
+# ... and what a custom key may set (mmengine's names)
+MULT_KEYS = ('lr_mult', 'decay_mult')
 # modules whose parameters never decay, whatever their shape
 NO_DECAY_MODULES = ('grn', )
 
@@ -54,6 +62,27 @@ def check_decay_settings(decay_rate: float, decay_type: str) -> float:
         raise ValueError(f'unknown decay_type {decay_type!r}; '
                          f'choose one of {DECAY_TYPES}')
     return float(decay_rate)
+
+
+def check_custom_keys(custom_keys: Mapping | None
+                      ) -> dict[str, tuple[float, float]]:
+    """``custom_keys`` as {key: (lr_mult, decay_mult)}, longest key first
+    (ties alphabetical, as mmengine orders them), after refusing a setting
+    other than ``lr_mult``/``decay_mult`` or a negative multiplier."""
+    checked = {}
+    for key in sorted(sorted(custom_keys or {}), key=len, reverse=True):
+        mults = dict(custom_keys[key])
+        unknown = sorted(set(mults) - set(MULT_KEYS))
+        if unknown:
+            raise ValueError(f'custom_keys[{key!r}] may set only {MULT_KEYS}; '
+                             f'got {unknown}')
+        lr_mult = float(mults.get('lr_mult', 1.))
+        decay_mult = float(mults.get('decay_mult', 1.))
+        if lr_mult < 0 or decay_mult < 0:
+            raise ValueError(f'custom_keys[{key!r}]: multipliers must not be '
+                             f'negative; got {mults}')
+        checked[key] = (lr_mult, decay_mult)
+    return checked
 
 
 def backbone_layer_ids(model: nn.Module, decay_type: str,
@@ -115,7 +144,8 @@ def layer_decay_param_groups(model: nn.Module,
                              decay_rate: float,
                              decay_type: str = 'layer_wise',
                              num_layers: int | None = None,
-                             with_names: bool = False
+                             with_names: bool = False,
+                             custom_keys: Mapping | None = None
                              ) -> list[dict[str, Any]]:
     """The layer-decayed param groups, for any optimizer, without a Runner.
 
@@ -126,8 +156,9 @@ def layer_decay_param_groups(model: nn.Module,
                                           weight_decay=0.05, decay_rate=0.7)
         optimizer = torch.optim.AdamW(groups, lr=2e-4)
 
-    Trainable parameters are grouped by (layer id, weight decay), sorted by
-    layer id, the decayed group first; frozen ones (``requires_grad=False``)
+    Trainable parameters are grouped by (layer id, weight decay, lr
+    multiplier), sorted by layer id, the decayed group first, then the
+    faster one; frozen ones (``requires_grad=False``)
     are left out. Everything outside the backbone (neck, heads) trains at
     the base lr (id N + 1).
 
@@ -141,6 +172,10 @@ def layer_decay_param_groups(model: nn.Module,
         num_layers: If given, must equal the backbone's. Defaults to None.
         with_names: Also give each group ``param_names``. Defaults to False
             (optimizer checkpoints then hold no names).
+        custom_keys: {name substring: dict(lr_mult=..., decay_mult=...)};
+            the longest key in a parameter's name multiplies its lr and
+            weight decay. Every key must match a trainable parameter.
+            Defaults to None (no multipliers).
 
     Returns:
         Param groups with ``params``, ``lr``, ``weight_decay``,
@@ -150,15 +185,22 @@ def layer_decay_param_groups(model: nn.Module,
     model = getattr(model, 'module', model)
     layer_ids, num_layers = backbone_layer_ids(model, decay_type, num_layers)
 
-    groups: dict[tuple[int, float], dict[str, Any]] = {}
+    mults = check_custom_keys(custom_keys)
+    unmatched = set(mults)
+    groups: dict[tuple[int, float, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         layer_id = layer_ids.get(id(param), num_layers + 1)
-        decay = 0. if _no_weight_decay(name, param.ndim) else weight_decay
-        key = (layer_id, decay)
+        # the longest custom key in the name, as mmengine picks it
+        key = next((key for key in mults if key in name), None)
+        lr_mult, decay_mult = mults.get(key, (1., 1.))
+        unmatched.discard(key)
+        decay = (0. if _no_weight_decay(name, param.ndim) else
+                 weight_decay * decay_mult)
+        key = (layer_id, decay, lr_mult)
         if key not in groups:
-            lr_scale = decay_rate**(num_layers + 1 - layer_id)
+            lr_scale = decay_rate**(num_layers + 1 - layer_id) * lr_mult
             groups[key] = dict(
                 params=[],
                 param_names=[],
@@ -168,8 +210,11 @@ def layer_decay_param_groups(model: nn.Module,
                 layer_id=layer_id)
         groups[key]['params'].append(param)
         groups[key]['param_names'].append(name)
+    if unmatched:
+        raise ValueError(f'custom_keys {sorted(unmatched)} match no '
+                         f'trainable parameter of {type(model).__name__}')
     ordered = [groups[key] for key in sorted(
-        groups, key=lambda key: (key[0], -key[1]))]
+        groups, key=lambda key: (key[0], -key[1], -key[2]))]
     if not with_names:
         for group in ordered:
             del group['param_names']
@@ -189,10 +234,11 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise',
                                num_layers=6))
 
-    Parameters are grouped by (layer id, weight decay): one optimizer param
-    group each, holding ``lr``, ``weight_decay``, ``lr_scale`` and
-    ``layer_id``. mmengine's parameter schedulers scale every group's ``lr``
-    relative to its initial value, so warm-up and steps keep the ratios.
+    Parameters are grouped by (layer id, weight decay, lr multiplier): one
+    optimizer param group each, holding ``lr``, ``weight_decay``,
+    ``lr_scale`` and ``layer_id``. mmengine's parameter schedulers scale
+    every group's ``lr`` relative to its initial value, so warm-up and steps
+    keep the ratios.
     Frozen parameters (``requires_grad=False``) are left out. One summary
     table is logged on rank 0.
 
@@ -203,7 +249,9 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         paramwise_cfg: ``decay_rate`` (required, positive), ``decay_type``
             ('layer_wise' or 'stage_wise'; defaults to 'layer_wise') and
             ``num_layers`` (defaults to the backbone's; if given, it must
-            equal it). No other keys. Defaults to None, which is an error:
+            equal it); optionally ``custom_keys`` (see
+            :func:`layer_decay_param_groups`). No other keys. Defaults to
+            None, which is an error:
             without a decay rate there is nothing to construct.
     """
 
@@ -212,10 +260,11 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                  paramwise_cfg: dict | None = None) -> None:
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         cfg = self.paramwise_cfg
-        unknown = sorted(set(cfg) - set(DECAY_KEYS))
+        known = DECAY_KEYS + ('custom_keys', )
+        unknown = sorted(set(cfg) - set(known))
         if unknown:
             raise ValueError(
-                f'LayerDecayOptimizerConstructor reads only {DECAY_KEYS} '
+                f'LayerDecayOptimizerConstructor reads only {known} '
                 f'from paramwise_cfg; got unsupported keys {unknown}')
         if 'decay_rate' not in cfg:
             raise ValueError(
@@ -226,6 +275,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         self.decay_rate = check_decay_settings(cfg['decay_rate'],
                                                self.decay_type)
         self.num_layers = cfg.get('num_layers')
+        self.custom_keys = cfg.get('custom_keys')
+        check_custom_keys(self.custom_keys)  # before any model is built
         if self.base_lr is None or self.base_wd is None:
             raise ValueError(
                 'layer decay needs optimizer.lr and optimizer.weight_decay '
@@ -237,7 +288,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         with ``param_names``, and the summary table logged on rank 0."""
         groups = layer_decay_param_groups(
             model, self.base_lr, self.base_wd, self.decay_rate,
-            self.decay_type, self.num_layers, with_names=True)
+            self.decay_type, self.num_layers, with_names=True,
+            custom_keys=self.custom_keys)
         if is_main_process():
             model = getattr(model, 'module', model)
             frozen = sum(not param.requires_grad

@@ -17,12 +17,14 @@ import runpy
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from convnext_dense.analysis.complexity import (
     DET_INPUT_SIZE, PAPER_CLASSIFIER, PAPER_COMPLEXITY, Complexity,
     classifier_complexity, complexity_table, config_complexity,
-    default_input_size, model_configs)
+    count_complexity, default_input_size, model_configs)
+from convnext_dense.models import ConvNeXt
 from convnext_dense.models.convnext import ARCH_SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,24 +180,53 @@ def test_segmentor_counts_decode_head_not_auxiliary(tmp_path):
 
 
 @needs_mm
+@pytest.mark.slow  # 20-27 s on two busy cores
+def test_mask2former_counts_every_decoder_layer():
+    """The CPU demo's Mask2Former (tiny backbone, 32-channel head) with 3,
+    6 and 9 decoder layers: each 3 more add the same multiply-adds (the
+    layers and their predictions are alike), and each 3 the same parameters;
+    the head costs more than nothing."""
+    cfg = Config.fromfile(
+        str(REPO / 'configs' / 'demo' / 'mask2former_convnext_demo.py'))
+    counts = []
+    for layers in (3, 6, 9):
+        cfg.model.decode_head.transformer_decoder.num_layers = layers
+        counts.append(config_complexity(cfg, (64, 64)))
+    flops = [c.flops for c in counts]
+    assert flops[1] - flops[0] == flops[2] - flops[1] > 0
+    params = [c.params for c in counts]
+    assert params[1] - params[0] == params[2] - params[1] > 0
+    backbone = count_complexity(ConvNeXt('test'),
+                                (torch.zeros(1, 3, 64, 64), ), (64, 64))
+    assert flops[0] > backbone.flops
+
+
+@needs_mm
 def test_paper_input_sizes_and_every_config_listed():
     configs = model_configs(str(REPO / 'configs'))
     names = [osp.splitext(osp.basename(c))[0] for c in configs]
     # every model config has a row in the paper table (None: unpublished)
     assert set(names) <= set(PAPER_COMPLEXITY)
     assert names == [n for n in PAPER_COMPLEXITY if n in names]
-    # configs/convnext_v2/ and configs/dinov3/ too, not _base_ or demo
-    assert len(names) == 16 + 4 + 8
+    # configs/convnext_v2/, configs/dinov3/, configs/mask2former/ too, not
+    # _base_ or demo
+    assert len(names) == 16 + 4 + 8 + 12
     assert {'upernet_convnext_v2_t', 'cascade_convnext_dinov3_b_frozen'} \
         <= set(names)
     sizes = {'cascade_convnext_t': DET_INPUT_SIZE,
              'mask_rcnn_convnext_t': DET_INPUT_SIZE,
              'upernet_convnext_t': (2048, 512),
-             'upernet_convnext_b_in22k_640': (2560, 640)}
+             'upernet_convnext_b_in22k_640': (2560, 640),
+             'mask2former/mask2former_convnext_t_ade20k_512': (2048, 512),
+             'mask2former/mask2former_convnext_l_in22k_ade20k_640':
+             (2560, 640),
+             'mask2former/mask2former_convnext_t_coco_instance':
+             DET_INPUT_SIZE}
     for name, size in sizes.items():
         cfg = Config.fromfile(str(REPO / 'configs' / f'{name}.py'))
         assert default_input_size(cfg) == size
-        assert PAPER_COMPLEXITY[name].input_size == size
+        paper = PAPER_COMPLEXITY[osp.basename(name)]
+        assert paper is None or paper.input_size == size
 
 
 def test_complexity_table():

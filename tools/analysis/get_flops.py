@@ -6,11 +6,11 @@
 ``--shape`` is height then width, as in tools/export_onnx.py; the table
 prints width x height, as the paper does (1280x800). With ``--all``: every
 model config in configs/ and its folders
-(convnext_v2/, dinov3/; Mask R-CNN, Cascade Mask R-CNN, UperNet), at the
-paper's input sizes (1280x800 detection; 2048x512 /
-2560x640 segmentation). Counted with mmengine's counter on the CPU; each
-model is built and run once (about a minute for T, several for XL on two
-cores). "FLOPs" here and in the paper are multiply-adds. The logic and
+(convnext_v2/, dinov3/, mask2former/; Mask R-CNN, Cascade Mask R-CNN,
+UperNet, Mask2Former), at the paper's input sizes (1280x800 detection;
+2048x512 / 2560x640 segmentation). Counted with mmengine's counter on the
+CPU; each model is built and run once (about a minute for T, several for XL
+on two cores). "FLOPs" here and in the paper are multiply-adds. The logic and
 the counting conventions live in :mod:`convnext_dense.analysis.complexity`.
 """
 from __future__ import annotations
