@@ -29,7 +29,9 @@ model = dict(
         drop_path_rate=0.0,  # detrex: drop_path_rate=0.0 for every size
         # overwritten by the pretrained gamma; 1.0 as in detrex
         layer_scale_init_value=1.0),
-    neck=dict(in_channels=[192, 384, 768]),
+    # detrex's ChannelMapper convs have biases (bias=True); mmdet's default
+    # ('auto') drops them before a norm, and detrex's weights hold them
+    neck=dict(in_channels=[192, 384, 768], bias=True),
     # detrex's PositionEmbeddingSine(temperature=10000, offset=-0.5) (mmdet's
     # DINO uses the DINO paper's 20 and 0.0): the values detrex's weights
     # were trained with

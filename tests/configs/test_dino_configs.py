@@ -80,7 +80,7 @@ def test_table_row(name):
     assert cfg.model.neck == dict(
         type='ChannelMapper', in_channels=list(channels), kernel_size=1,
         out_channels=256, act_cfg=None,
-        norm_cfg=dict(type='GN', num_groups=32), num_outs=4)
+        norm_cfg=dict(type='GN', num_groups=32), num_outs=4, bias=True)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -207,7 +207,7 @@ def test_param_groups_follow_detectron2s_rule():
         key = (round(value[0], 9), value[1])
         counts[key] = counts.get(key, 0) + 1
     assert counts == {(1e-5, 1e-4): 58, (1e-4, 0.0): 72,
-                      (1e-4, 1e-4): 237}
+                      (1e-4, 1e-4): 241}  # 4 neck conv biases among them
 
 
 @pytest.mark.parametrize('name', FAMILIES)
