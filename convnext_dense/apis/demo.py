@@ -1,4 +1,4 @@
-"""The CPU demos behind ``python tools/demo.py {det,seg}``.
+"""The CPU demos behind ``python tools/demo.py {det,dino,seg}``.
 
 Each demo writes a small synthetic data set if it is not there yet, trains
 a small ConvNeXt model on it from scratch with the task's demo config,

@@ -1,9 +1,9 @@
 """The CPU demos, each run once per test session, in the background.
 
-The three demo trainings (``tools/demo.py det``, ``seg``, and ``seg`` with a
-V2 backbone) are the longest runs of the suite, and each runs on one thread
-(as the demos do by default), so they leave the second core of a 2-core
-machine idle while the rest of the suite runs on the first. When a
+The demo trainings (``tools/demo.py det``, ``dino``, ``seg``, and ``seg``
+with a V2 backbone) are the longest runs of the suite, and each runs on one
+thread (as the demos do by default), so they leave the second core of a
+2-core machine idle while the rest of the suite runs on the first. When a
 selected test asks for a demo (the ``demo_runs`` fixture of
 tests/conftest.py), every selected demo starts as a subprocess as soon as
 collection ends, and the tests that check a demo wait for its result.
@@ -25,6 +25,7 @@ from .tool_runs import REPO
 # name -> the arguments of tools/demo.py
 DEMOS = {
     'det': ['det'],
+    'dino': ['dino'],
     'seg': ['seg'],
     'seg-v2': ['seg', '--cfg-options', 'model.backbone.arch=v2-test'],
 }
