@@ -1,6 +1,7 @@
 """Train and evaluate a small ConvNeXt model on synthetic data, on a CPU.
 
     python tools/demo.py det   # Cascade Mask R-CNN, toy COCO: box/mask AP
+    python tools/demo.py dino  # DINO, toy COCO: box AP
     python tools/demo.py seg   # UperNet, toy ADE: mIoU
     python tools/demo.py seg-m2f   # Mask2Former, toy ADE: mIoU
     python tools/demo.py det --precision bf16   # trained and tested in bf16

@@ -1,4 +1,4 @@
-"""The CPU demos behind ``python tools/demo.py {det,seg}``.
+"""The CPU demos behind ``python tools/demo.py {det,dino,seg}``.
 
 Each demo writes a small synthetic data set if it is not there yet, trains
 a small ConvNeXt model on it from scratch with the task's demo config,
@@ -55,6 +55,14 @@ TASKS: dict[str, DemoTask] = {
         # sizes the demo config was tuned for (it resizes to 128 anyway)
         generator_kwargs=dict(num_train=300, num_val=60, image_size=128),
         ready_file='annotations/instances_val2017.json'),
+    'dino': DemoTask(
+        config='configs/demo/dino_convnext_demo.py',
+        data_root='data/toy_coco',
+        work_dir='work_dirs/demo_dino',
+        generator='convnext_dense.toy_data.toy_coco:generate_toy_coco',
+        # the det demo's set: the two share data/toy_coco
+        generator_kwargs=dict(num_train=300, num_val=60, image_size=128),
+        ready_file='annotations/instances_val2017.json'),
     'seg': DemoTask(
         config='configs/demo/upernet_convnext_demo.py',
         data_root='data/toy_ade',
@@ -101,7 +109,7 @@ def run_demo(name: str,
     """Run one demo end to end: data, training, evaluation, painting.
 
     Args:
-        name: A key of :data:`TASKS` ('det' or 'seg').
+        name: A key of :data:`TASKS` ('det', 'dino' or 'seg').
         work_dir: Overrides the task's work dir. Defaults to None.
         cfg_options: Config overrides (as ``--cfg-options`` gives them),
             e.g. a shorter schedule; keys the config does not have are

@@ -14,6 +14,7 @@ from typing import Any
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from .detrex_dino import detrex_dino_to_mmdet, is_detrex_dino
 from .download import URL_PREFIXES, ZOO_PREFIXES, load_checkpoint_file
 from .hf_upernet import is_hf_upernet, upernet_to_mmseg
 
@@ -22,17 +23,22 @@ def read_model_checkpoint(filename: str, map_location: Any = 'cpu') -> Any:
     """Read a whole-model checkpoint given by a path, URL or zoo name, as
     mmengine's loaders below and :func:`~convnext_dense.apis.inference.
     load_checkpoint_strict` do."""
-    return _segmentor_in_mmseg_names(
+    return _model_in_mm_names(
         load_checkpoint_file(filename, map_location))
 
 
-def _segmentor_in_mmseg_names(checkpoint: Any) -> Any:
+def _model_in_mm_names(checkpoint: Any) -> Any:
     """A Hugging Face ``UperNetForSemanticSegmentation`` on ConvNeXt (a flat
-    state dict) in mmseg's names, wrapped as mmengine's checkpoints are, so
-    ``tools/test.py CONFIG model.safetensors`` evaluates it; anything else
-    unchanged."""
+    state dict) in mmseg's names, or a detrex DINO checkpoint in mmdet's,
+    wrapped as mmengine's checkpoints are, so ``tools/test.py CONFIG
+    model.safetensors`` (or ``dino_convnext_*.pth``) evaluates it; anything
+    else unchanged."""
     if isinstance(checkpoint, dict) and is_hf_upernet(checkpoint):
         return {'state_dict': upernet_to_mmseg(checkpoint)}
+    # detrex (Detectron2) checkpoints keep the state dict under 'model'
+    model = checkpoint.get('model') if isinstance(checkpoint, dict) else None
+    if isinstance(model, dict) and is_detrex_dino(model):
+        return {'state_dict': detrex_dino_to_mmdet(model)}
     return checkpoint
 
 

@@ -22,7 +22,8 @@ MODULES = sorted(path.stem for path in PACKAGE.glob('*.py')
 
 
 def test_the_package_has_the_expected_modules() -> None:
-    assert MODULES == ['backbone', 'download', 'hf_upernet', 'key_schemas',
+    assert MODULES == ['backbone', 'detrex_dino', 'download', 'hf_upernet',
+                       'key_schemas',
                        'loaders', 'mismatch', 'preflight', 'reader',
                        'released']
 
@@ -57,7 +58,8 @@ def _siblings(module: str) -> set[str]:
     ('hf_upernet', {'key_schemas'}),
     ('download', {'reader'}),
     ('mismatch', {'reader'}),
-    ('loaders', {'download', 'hf_upernet'}),
+    ('detrex_dino', set()),
+    ('loaders', {'detrex_dino', 'download', 'hf_upernet'}),
     ('backbone', {'download', 'key_schemas', 'reader'}),
 ])
 def test_modules_import_only_those_below_them(module: str,

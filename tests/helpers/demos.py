@@ -1,9 +1,9 @@
 """The CPU demos, each run once per test session, in the background.
 
-The demo trainings (``tools/demo.py det``, ``seg``, ``seg`` with a V2
-backbone, and ``seg-m2f``) are the longest runs of the suite, and each runs
-on one thread (as the demos do by default), so they leave the second core of
-a 2-core machine idle while the rest of the suite runs on the first. When a
+The demo trainings (``tools/demo.py det``, ``dino``, ``seg``, ``seg`` with a
+V2 backbone, and ``seg-m2f``) are the longest runs of the suite. Each runs
+on one thread (as the demos do by default) beside the rest of the suite, so
+that the cores are never idle while one test waits or runs Python. When a
 selected test asks for a demo (the ``demo_runs`` fixture of
 tests/conftest.py), every selected demo starts as a subprocess as soon as
 collection ends, and the tests that check a demo wait for its result.
@@ -25,6 +25,7 @@ from .tool_runs import REPO
 # name -> the arguments of tools/demo.py
 DEMOS = {
     'det': ['det'],
+    'dino': ['dino'],
     'seg': ['seg'],
     'seg-v2': ['seg', '--cfg-options', 'model.backbone.arch=v2-test'],
     'seg-m2f': ['seg-m2f'],
