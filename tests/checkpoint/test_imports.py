@@ -1,5 +1,7 @@
-"""Every module of the checkpoint package imports on its own, in a fresh
-interpreter: no import circle is held together by the order in which a
+"""The checkpoint package's modules and who imports whom among them.
+
+Each imports on its own in a fresh interpreter (tests/test_architecture.py
+imports every module of the package that way): no import circle is held together by the order in which a
 package ``__init__`` happens to import its modules (``models/checkpoint.py
 -> checkpoint_io.py -> checkpoint_match.py -> checkpoint.py`` was one:
 importing ``checkpoint_match`` first failed with "partially initialized
@@ -8,9 +10,6 @@ module"), and the reader imports none of the modules above it.
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,22 +25,6 @@ def test_the_package_has_the_expected_modules() -> None:
                        'key_schemas',
                        'loaders', 'mismatch', 'preflight', 'reader',
                        'released']
-
-
-@pytest.mark.slow  # ~2 min: eight interpreters importing torch
-def test_every_module_imports_on_its_own() -> None:
-    # one interpreter per module, run side by side
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE.parents[1]))
-    runs = {
-        module: subprocess.Popen(
-            [sys.executable, '-c',
-             f'import convnext_dense.checkpoint.{module}'], env=env,
-            stderr=subprocess.PIPE, text=True)
-        for module in MODULES
-    }
-    failed = {module: run.communicate(timeout=300)[1][-1000:]
-              for module, run in runs.items() if run.wait() != 0}
-    assert not failed
 
 
 def _siblings(module: str) -> set[str]:
