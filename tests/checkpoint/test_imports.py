@@ -1,11 +1,12 @@
 """The checkpoint package's modules and who imports whom among them.
 
 Each imports on its own in a fresh interpreter (tests/test_architecture.py
-imports every module of the package that way): no import circle is held together by the order in which a
-package ``__init__`` happens to import its modules (``models/checkpoint.py
--> checkpoint_io.py -> checkpoint_match.py -> checkpoint.py`` was one:
-importing ``checkpoint_match`` first failed with "partially initialized
-module"), and the reader imports none of the modules above it.
+imports every module of the package that way): no import circle is held
+together by the order in which a package ``__init__`` happens to import its
+modules (``models/checkpoint.py -> checkpoint_io.py -> checkpoint_match.py
+-> checkpoint.py`` was one: importing ``checkpoint_match`` first failed
+with "partially initialized module"), and the reader imports none of the
+modules above it.
 """
 from __future__ import annotations
 
