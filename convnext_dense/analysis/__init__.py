@@ -1,8 +1,9 @@
 """Model analysis and benchmarks: what the tools in ``tools/analysis/``
 compute.
 
-- :mod:`.complexity`: parameters and FLOPs of the configs, against the paper
-  (``get_flops.py``).
+- :mod:`.complexity`: parameters and FLOPs of a model or config
+  (``get_flops.py``), with :mod:`.flops_forward` (the forward counted, per
+  kind of model) and :mod:`.complexity_report` (against the paper).
 - :mod:`.curves`: training curves from a work dir's logged scalars
   (``plot_logs.py``).
 - :mod:`.benchmark` (with :mod:`.speed`, :mod:`.memory`, :mod:`.report`):

@@ -6,12 +6,15 @@
 ``--shape`` is height then width, as in tools/export_onnx.py; the table
 prints width x height, as the paper does (1280x800). With ``--all``: every
 model config in configs/ and its folders
-(convnext_v2/, dinov3/, mask2former/; Mask R-CNN, Cascade Mask R-CNN,
-UperNet, Mask2Former), at the paper's input sizes (1280x800 detection;
-2048x512 / 2560x640 segmentation). Counted with mmengine's counter on the
-CPU; each model is built and run once (about a minute for T, several for XL
-on two cores). "FLOPs" here and in the paper are multiply-adds. The logic and
-the counting conventions live in :mod:`convnext_dense.analysis.complexity`.
+(convnext_v2/, dinov3/, mask2former/, dino/; Mask R-CNN, Cascade Mask
+R-CNN, UperNet, Mask2Former, DINO), at the paper's input sizes (1280x800
+detection; 2048x512 / 2560x640 segmentation). Counted with mmengine's
+counter on the CPU; each model is built and run once (about a minute for T,
+several for XL on two cores). "FLOPs" here and in the paper are
+multiply-adds. The logic lives in :mod:`convnext_dense.analysis.complexity`
+(the counter), :mod:`convnext_dense.analysis.flops_forward` (what runs, per
+kind of model) and :mod:`convnext_dense.analysis.complexity_report` (the
+paper's numbers and the report).
 """
 from __future__ import annotations
 
@@ -42,10 +45,10 @@ def main(argv: list[str] | None = None) -> list:
     from mmengine.logging import print_log
     from mmengine.utils import ProgressBar
 
-    from convnext_dense.analysis.complexity import (analysis_document,
-                                                    complexity_table,
-                                                    config_complexity,
-                                                    model_configs)
+    from convnext_dense.analysis.complexity import config_complexity
+    from convnext_dense.analysis.complexity_report import (analysis_document,
+                                                           complexity_table,
+                                                           model_configs)
     from convnext_dense.apis.config_args import (ConfigNotFoundError,
                                                  find_config)
     if args.all == bool(args.configs):
