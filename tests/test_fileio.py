@@ -88,6 +88,7 @@ def test_failure_mid_write_leaves_old_file_and_no_partial(tmp_path):
     assert partial_files(tmp_path) == []
 
 
+@pytest.mark.slow  # ~7 s of CPU in a child interpreter
 def test_kill_mid_write_leaves_old_file_and_a_hidden_partial(tmp_path):
     path = tmp_path / 'model.pth'
     path.write_bytes(b'old')

@@ -23,6 +23,7 @@ def test_quick_backbone_rows():
     assert table.count('| backbone-batch1 |') == 3
 
 
+@pytest.mark.slow  # ~55 s of CPU: two models trained and timed in bf16
 def test_quick_precision_axis_and_training_rows():
     # OpenVINO is timed in a child process (test_openvino_contenders):
     # the suite's interpreter never loads it (tests/deploy/test_openvino.py)
@@ -42,6 +43,7 @@ def test_quick_precision_axis_and_training_rows():
     assert train[1].max_diff <= 0.05 * 5  # loss ~ ln(150) x 1.4
 
 
+@pytest.mark.slow  # ~11 s of CPU: a child interpreter loads OpenVINO
 @pytest.mark.skipif(importlib.util.find_spec('openvino') is None,
                     reason='openvino is not installed')
 def test_openvino_contenders():

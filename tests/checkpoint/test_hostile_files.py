@@ -57,6 +57,7 @@ def data(tmp_path_factory) -> Path:
     return toy_data(tmp_path_factory.mktemp('toy_coco'))
 
 
+@pytest.mark.slow  # ~9 s of CPU in a child interpreter
 def test_shared_references_are_walked_once(tmp_path: Path) -> None:
     path = shared_references(tmp_path / 'dag.pth')
     assert path.stat().st_size < 10_000
@@ -127,6 +128,7 @@ for path in sys.argv[1:]:
 '''
 
 
+@pytest.mark.slow  # ~11 s of CPU in a child interpreter
 def test_allocation_larger_than_the_file_is_refused(tmp_path: Path) -> None:
     paths = [allocation(tmp_path / f'{kind}_{legacy}.pth', kind, legacy)
              for kind in ALLOCATIONS for legacy in (False, True)]
@@ -196,6 +198,7 @@ def test_allocation_through_the_tools(entry_point: str, data: Path,
         one_line_error(result)
 
 
+@pytest.mark.slow  # ~11 s of CPU in a child interpreter
 def test_convert_refuses_a_view_larger_than_its_storage(
         tmp_path: Path) -> None:
     from convnext_dense.models import ConvNeXt

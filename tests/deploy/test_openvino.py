@@ -24,6 +24,7 @@ if __import__('importlib').util.find_spec('openvino') is None:
 CASES = osp.join(osp.dirname(__file__), 'openvino_cases.py')
 
 
+@pytest.mark.slow  # ~40 s of CPU: a child pytest with OpenVINO
 def test_openvino_cases_in_their_own_process(request, tmp_path):
     markexpr = request.config.getoption('markexpr') or ''
     command = [sys.executable, '-m', 'pytest', CASES, '-q',

@@ -82,6 +82,7 @@ def test_outputs_to_float32_converts_data_samples():
                               )['a'].dtype == torch.float32
 
 
+@pytest.mark.slow  # ~24 s of CPU: Cascade Mask R-CNN T in emulated bf16
 def test_paper_amp_config_trains_a_step_on_cpu_in_bf16():
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
