@@ -46,38 +46,30 @@ class DemoTask:
     generator_kwargs: dict = field(default_factory=dict)
 
 
+# the two toy data sets, each shared by the demos that train on it (one
+# folder, written once: the first demo to run writes it)
+_TOY_COCO = dict(
+    data_root='data/toy_coco',
+    generator='convnext_dense.toy_data.toy_coco:generate_toy_coco',
+    # sizes the det demo config was tuned for (it resizes to 128 anyway)
+    generator_kwargs=dict(num_train=300, num_val=60, image_size=128),
+    ready_file='annotations/instances_val2017.json')
+_TOY_ADE = dict(
+    data_root='data/toy_ade',
+    generator='convnext_dense.toy_data.toy_ade:generate_toy_ade',
+    # sizes the seg demo config was tuned for (128 px, as its crop)
+    generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
+    ready_file='toy_ade.json')  # written last
+
 TASKS: dict[str, DemoTask] = {
-    'det': DemoTask(
-        config='configs/demo/cascade_convnext_demo.py',
-        data_root='data/toy_coco',
-        work_dir='work_dirs/demo_det',
-        generator='convnext_dense.toy_data.toy_coco:generate_toy_coco',
-        # sizes the demo config was tuned for (it resizes to 128 anyway)
-        generator_kwargs=dict(num_train=300, num_val=60, image_size=128),
-        ready_file='annotations/instances_val2017.json'),
-    'dino': DemoTask(
-        config='configs/demo/dino_convnext_demo.py',
-        data_root='data/toy_coco',
-        work_dir='work_dirs/demo_dino',
-        generator='convnext_dense.toy_data.toy_coco:generate_toy_coco',
-        # the det demo's set: the two share data/toy_coco
-        generator_kwargs=dict(num_train=300, num_val=60, image_size=128),
-        ready_file='annotations/instances_val2017.json'),
-    'seg': DemoTask(
-        config='configs/demo/upernet_convnext_demo.py',
-        data_root='data/toy_ade',
-        work_dir='work_dirs/demo_seg',
-        generator='convnext_dense.toy_data.toy_ade:generate_toy_ade',
-        # sizes the demo config was tuned for (128 px, as its crop)
-        generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
-        ready_file='toy_ade.json'),  # written last
-    'seg-m2f': DemoTask(
-        config='configs/demo/mask2former_convnext_demo.py',
-        data_root='data/toy_ade',
-        work_dir='work_dirs/demo_seg_m2f',
-        generator='convnext_dense.toy_data.toy_ade:generate_toy_ade',
-        generator_kwargs=dict(num_train=240, num_val=40, image_size=128),
-        ready_file='toy_ade.json'),
+    'det': DemoTask(config='configs/demo/cascade_convnext_demo.py',
+                    work_dir='work_dirs/demo_det', **_TOY_COCO),
+    'dino': DemoTask(config='configs/demo/dino_convnext_demo.py',
+                     work_dir='work_dirs/demo_dino', **_TOY_COCO),
+    'seg': DemoTask(config='configs/demo/upernet_convnext_demo.py',
+                    work_dir='work_dirs/demo_seg', **_TOY_ADE),
+    'seg-m2f': DemoTask(config='configs/demo/mask2former_convnext_demo.py',
+                        work_dir='work_dirs/demo_seg_m2f', **_TOY_ADE),
 }
 
 
