@@ -308,6 +308,17 @@ def test_upernet_logits(seg_model, tmp_path):
         assert same.mean() >= 0.999
 
 
+def seg_predictions(config: str, checkpoint: str, onnx_path: str,
+                    tmp_path: Path):
+    """``(image, PyTorch prediction, onnxruntime prediction)`` for two BGR
+    test images (150x90 and 70x110) of the same config and weights."""
+    torch_model = Inferencer(config, checkpoint)
+    onnx_model = Inferencer(config, onnx_path, backend='onnxruntime')
+    for file in write_images(tmp_path, [(150, 90), (70, 110)]):
+        image = read_rgb(file)[..., ::-1].copy()
+        yield image, torch_model.predict(image), onnx_model.predict(image)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
 def test_upernet_runtime(mode, seg_model, tmp_path):
@@ -321,12 +332,8 @@ def test_upernet_runtime(mode, seg_model, tmp_path):
         config = str(tmp_path / 'slide.py')
         cfg.dump(config)
     path = export_onnx(config, checkpoint, str(tmp_path / 'u.onnx'))
-    torch_model = Inferencer(config, checkpoint)
-    onnx_model = Inferencer(config, path, backend='onnxruntime')
-    for file in write_images(tmp_path, [(150, 90), (70, 110)]):
-        image = read_rgb(file)[..., ::-1].copy()
-        expected = torch_model.predict(image)
-        got = onnx_model.predict(image)
+    for image, expected, got in seg_predictions(config, checkpoint, path,
+                                                tmp_path):
         e_logits = expected.seg_logits.data.numpy()
         g_logits = got.seg_logits.data.numpy()
         assert g_logits.shape == e_logits.shape

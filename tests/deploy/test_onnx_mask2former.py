@@ -22,7 +22,6 @@ pytest.importorskip('onnxruntime')
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
-from apis.test_inference import read_rgb, write_images  # noqa: E402
 from convnext_dense.apis.export import export_onnx  # noqa: E402
 from convnext_dense.apis.inference import Inferencer  # noqa: E402
 from convnext_dense.deploy.graphs import UnsupportedModelError  # noqa: E402
@@ -31,7 +30,7 @@ from convnext_dense.tasks import build_model  # noqa: E402
 from convnext_dense.toy_data.toy_ade import CLASSES, PALETTE  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from .test_onnx_export import run_onnx  # noqa: E402
+from .test_onnx_export import run_onnx, seg_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / 'configs' / 'demo' / 'mask2former_convnext_demo.py')
@@ -60,14 +59,10 @@ def test_semantic_graph_equals_mmseg(m2f_model, tmp_path):
     config, checkpoint = m2f_model
     path = export_onnx(config, checkpoint, str(tmp_path / 'm.onnx'),
                        shape=(96, 128))
-    torch_model = Inferencer(config, checkpoint)
-    onnx_model = Inferencer(config, path, backend='onnxruntime')
     # resized by the test pipeline to 128 px high: 213x128 and 128x201,
     # neither side of the second a multiple of 32 (padded in the graph)
-    for file in write_images(tmp_path, [(150, 90), (70, 110)]):
-        image = read_rgb(file)[..., ::-1].copy()
-        expected = torch_model.predict(image)
-        got = onnx_model.predict(image)
+    for image, expected, got in seg_predictions(config, checkpoint, path,
+                                                tmp_path):
         e_logits = expected.seg_logits.data.numpy()
         g_logits = got.seg_logits.data.numpy()
         assert g_logits.shape == e_logits.shape == (len(CLASSES),
