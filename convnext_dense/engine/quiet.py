@@ -7,12 +7,14 @@ no user of this package can act on; errors and metrics came after 700-1000
 lines. :class:`QuietRunner` keeps those dumps out of the terminal and in
 the log file of the work dir (:mod:`convnext_dense.known_warnings`
 silences the harmless third-party warnings at the module that raises
-them). :class:`DetLocalVisualizer` fixes the "bbox/polygon is out of
+them). :func:`det_local_visualizer_class` fixes the "bbox/polygon is out of
 bounds" warnings at their cause.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import io
 import logging
 
@@ -107,20 +109,33 @@ def _inside(position: np.ndarray, width: int, height: int) -> bool:
                 & (position[..., 1] <= height).all())
 
 
-try:
+@functools.cache
+def det_local_visualizer_class() -> type:
+    """mmdet's ``DetLocalVisualizer`` without the spurious "bbox/polygon is
+    out of bounds" warnings: mmengine checks corners as pixel indices (x <
+    width), but a box touching the right or bottom border ends at x = width
+    (8 of the toy COCO val set's 149 boxes; predictions are clipped to the
+    same edge). Boxes reaching past the image still warn.
+
+    Made on first use, not when this module is imported: mmdet may be the
+    one importing the package (``mmcv.ops`` -> ``mmcv._ext``), half imported
+    itself at that moment."""
     from mmdet.visualization import DetLocalVisualizer as _MMDetVisualizer
-except ImportError:  # detection not installed
-    _MMDetVisualizer = None
 
-if _MMDetVisualizer is not None:
-
-    @VISUALIZERS.register_module()
     class DetLocalVisualizer(_MMDetVisualizer):
-        """mmdet's visualizer without the spurious "bbox/polygon is out of
-        bounds" warnings: mmengine checks corners as pixel indices (x <
-        width), but a box touching the right or bottom border ends at x =
-        width (8 of the toy COCO val set's 149 boxes; predictions are clipped
-        to the same edge). Boxes reaching past the image still warn."""
+        __doc__ = det_local_visualizer_class.__doc__
 
         def _is_posion_valid(self, position: np.ndarray) -> bool:
             return _inside(np.asarray(position), self.width, self.height)
+
+    return DetLocalVisualizer
+
+
+if importlib.util.find_spec('mmdet') is not None:
+
+    @VISUALIZERS.register_module(name='DetLocalVisualizer')
+    def build_det_local_visualizer(**kwargs):
+        """``type='convnext_dense.DetLocalVisualizer'`` in a config: the
+        named instance of :func:`det_local_visualizer_class` (mmengine's
+        visualizers are named instances, ``get_instance(name, ...)``)."""
+        return det_local_visualizer_class().get_instance(**kwargs)

@@ -19,18 +19,33 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from convnext_dense.engine.quiet import DetLocalVisualizer  # noqa: E402
+from convnext_dense.engine.quiet import det_local_visualizer_class  # noqa
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def draw_warnings(box: list[float]) -> list[str]:
-    visualizer = DetLocalVisualizer(name=f'quiet_test_{id(box)}')
+    visualizer = det_local_visualizer_class()(name=f'quiet_test_{id(box)}')
     visualizer.set_image(np.zeros((128, 96, 3), np.uint8))  # H 128, W 96
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         visualizer.draw_bboxes(np.array([box]))
     return [str(w.message) for w in caught]
+
+
+def test_the_visualizer_is_registered_when_mmdet_imports_first():
+    # mmdet.apis -> mmcv.ops -> mmcv._ext imports the package while mmdet
+    # is half imported; the visualizer of the configs must still build
+    code = (
+        'import mmdet.apis\n'
+        'from mmdet.registry import VISUALIZERS\n'
+        'v = VISUALIZERS.build(dict(type="convnext_dense.DetLocalVisualizer",'
+        ' name="v"))\n'
+        'from convnext_dense.engine.quiet import det_local_visualizer_class\n'
+        'assert type(v) is det_local_visualizer_class(), type(v)\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_box_touching_the_border_does_not_warn():
