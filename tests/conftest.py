@@ -21,9 +21,32 @@ if torch is not None and 'OMP_NUM_THREADS' not in os.environ:
 # -- the CPU demos, run once per session in the background -------------------
 # (tests/helpers/demos.py). A test marked @pytest.mark.demo('det') gets the
 # finished run of `tools/demo.py det` from the `demo_run` fixture; every demo
-# a selected test asks for starts when collection ends, so the demos train on
-# the core the rest of the suite leaves idle.
+# a selected test asks for starts when collection ends, so the demos train
+# while the rest of the suite runs. Under pytest-xdist the controller makes
+# the session's shared folder before its workers start, and removes it when
+# they have ended; the first worker to claim a demo runs it for all.
 import pytest  # noqa: E402
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, 'workerinput')
+
+
+def pytest_configure(config) -> None:
+    if not _is_xdist_worker(config):
+        import tempfile
+        from helpers.demos import SHARED_ENV
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(
+            prefix='convnext_dense_tests_')
+
+
+def pytest_collection_modifyitems(items) -> None:
+    # the files of the tests that wait for a demo last, each file's tests
+    # kept together (pytest-xdist's --dist loadfile hands out whole files):
+    # a worker reaches them when the demos, started at the beginning, have
+    # had the rest of the run to train
+    waits = {item.path for item in items if item.get_closest_marker('demo')}
+    items.sort(key=lambda item: item.path in waits)
 
 
 def pytest_collection_finish(session) -> None:
@@ -33,10 +56,16 @@ def pytest_collection_finish(session) -> None:
             RUNS[marker.args[0]].start()
 
 
-def pytest_sessionfinish(session) -> None:
-    if 'helpers.demos' in sys.modules:
-        for run in sys.modules['helpers.demos'].RUNS.values():
-            run.stop()
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if 'helpers.demos' not in sys.modules:
+        return
+    demos = sys.modules['helpers.demos']
+    worker = _is_xdist_worker(session.config)
+    for run in demos.RUNS.values():
+        # a worker's demo may still be needed by another worker's test
+        run.stop(wait=worker and exitstatus != pytest.ExitCode.INTERRUPTED)
+    if not worker:
+        demos.remove_shared_dir()
 
 
 @pytest.fixture

@@ -154,8 +154,9 @@ class Inferencer:
         # a visualizer of our own, not the global instance a Runner may hold
         name = f'convnext_dense_infer_{id(self)}'
         if self.task == 'det':
-            from convnext_dense.engine.quiet import DetLocalVisualizer
-            visualizer = DetLocalVisualizer(name=name, alpha=0.5)
+            from convnext_dense.engine.quiet import \
+                det_local_visualizer_class
+            visualizer = det_local_visualizer_class()(name=name, alpha=0.5)
             visualizer.dataset_meta = self.model.dataset_meta
         else:
             from mmseg.visualization import SegLocalVisualizer

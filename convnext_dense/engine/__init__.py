@@ -18,7 +18,7 @@ from .distributed import setup_cpu_distributed
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError,
                     NonFiniteLossHook, ResumableRandomnessHook,
                     StrictLoadHook)
-from .quiet import QuietRunner  # noqa: F401 (registers DetLocalVisualizer)
+from .quiet import QuietRunner  # noqa: F401 (registers DetLocalVisualizer's builder)
 from .work_dir_lock import WorkDirLockedError, work_dir_lock
 from .layer_decay import (LayerDecayOptimizerConstructor,
                           check_layer_decay_config, layer_decay_param_groups)

@@ -8,10 +8,10 @@ two-image toy COCO set and returns the finished process (a
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
-import sys
 from pathlib import Path
+
+from helpers import forked
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / 'configs' / 'demo' / 'cascade_convnext_demo.py')
@@ -94,29 +94,23 @@ MEMORY_LIMIT = 8 << 30
 def run_python(args: list[str], timeout: float = 120,
                memory_limit: int | None = None
                ) -> subprocess.CompletedProcess:
-    """``python ARGS`` in the repository, in a fresh interpreter.
+    """``python ARGS`` in the repository, forked from the preloaded
+    interpreter (:mod:`helpers.forked`): a process of its own.
 
     Args:
         memory_limit: Bytes of address space (``RLIMIT_AS``, as ``prlimit
             --as`` sets): allocations beyond it fail at once, so a loader
             that would take the machine's memory cannot. Defaults to none.
     """
-    def limit() -> None:
-        if memory_limit:
-            resource.setrlimit(resource.RLIMIT_AS,
-                               (memory_limit, memory_limit))
-
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit)
+    return forked.run_python(args, str(REPO), env, timeout, memory_limit)
 
 
 def run_entry_point(entry_point: str, checkpoint: Path, data: Path,
                     tmp: Path, timeout: float = 120,
                     memory_limit: int | None = None
                     ) -> subprocess.CompletedProcess:
-    """Run one entry point on ``checkpoint`` in a fresh interpreter (see
+    """Run one entry point on ``checkpoint`` in a process of its own (see
     :func:`run_python`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     return run_python(command(entry_point, checkpoint, data, tmp), timeout,
