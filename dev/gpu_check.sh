@@ -63,7 +63,7 @@ OPS=$(sed -n 's/^mmcv ops from: //p' "$OUT/environment.txt")
 
 log "pytest -m gpu"
 set +e
-"$PY" -m pytest -m gpu -p no:cacheprovider -ra tests/engine/test_channels_last_gpu.py \
+"$PY" -m pytest -m gpu -n 0 -p no:cacheprovider -ra tests/engine/test_channels_last_gpu.py \
   tests/ops/test_ms_deform_attn_gpu.py 2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
 set -e

@@ -28,7 +28,8 @@ CASES = osp.join(osp.dirname(__file__), 'openvino_cases.py')
 def test_openvino_cases_in_their_own_process(request, tmp_path):
     markexpr = request.config.getoption('markexpr') or ''
     command = [sys.executable, '-m', 'pytest', CASES, '-q',
-               '-p', 'no:cacheprovider', '--basetemp', str(tmp_path)]
+               '-n', '0', '-p', 'no:cacheprovider', '--basetemp',
+               str(tmp_path)]
     if markexpr:
         command += ['-m', markexpr]
     done = subprocess.run(command, capture_output=True, text=True,
