@@ -23,7 +23,7 @@ PACKAGE = REPO / 'convnext_dense'
 # ops, the model and the training machinery.
 LAYERS = (
     ('base', ('paths', 'registry', 'optional', 'fileio', 'known_warnings',
-              'toy_data')),
+              'config_index', 'toy_data')),
     ('ops', ('ops',)),
     ('checkpoint', ('checkpoint',)),
     ('models', ('models',)),

@@ -227,8 +227,11 @@ def tiny_detector(cfg: Config) -> torch.nn.Module:
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.update(arch='test', init_cfg=None)
     model_cfg.neck.in_channels = list(ConvNeXt(arch='test').out_channels)
-    # the heads keep their size; only the sampling shrinks, for speed
+    # the heads keep their size; only the sampling shrinks, for speed (at
+    # test time: the 1000 proposals of a 64x64 image through three full
+    # cascade stages took 10 s a prediction)
     model_cfg.train_cfg.rpn_proposal.max_per_img = 32
+    model_cfg.test_cfg.rpn.max_per_img = 32
     rcnn = model_cfg.train_cfg.rcnn
     for stage in (rcnn if isinstance(rcnn, list) else [rcnn]):
         stage.sampler.num = 16
