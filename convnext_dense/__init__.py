@@ -7,10 +7,10 @@ registry scope; configs load it with ``custom_imports=dict(imports=
 # first: the harmless third-party warnings mmengine's import raises
 from .known_warnings import filter_known_warnings  # noqa: I001
 filter_known_warnings()
-# config loading reads mmdet's and mmseg's package metadata once, not once
-# for each `mmdet::` base of a config
-from .config_index import read_package_metadata_once  # noqa: E402,I001
-read_package_metadata_once()
+# mmengine reads mmdet's and mmseg's package metadata once, not once for
+# each `mmdet::` base of a config, and formats each config text once
+from .config_cache import cache_config_work  # noqa: E402,I001
+cache_config_work()
 # then: mmcv's missing compiled ops, before anything imports mmcv.ops
 from . import ops  # noqa: F401,E402,I001
 from . import checkpoint  # noqa: F401,E402  (safe loaders for mmengine)

@@ -23,7 +23,7 @@ PACKAGE = REPO / 'convnext_dense'
 # ops, the model and the training machinery.
 LAYERS = (
     ('base', ('paths', 'registry', 'optional', 'fileio', 'known_warnings',
-              'config_index', 'toy_data')),
+              'config_cache', 'toy_data')),
     ('ops', ('ops',)),
     ('checkpoint', ('checkpoint',)),
     ('models', ('models',)),

@@ -38,6 +38,11 @@ SERVER = textwrap.dedent('''
     import torch, mmengine.runner, mmdet.apis, mmseg.apis  # noqa
     import convnext_dense.apis.cli, convnext_dense.apis.demo  # noqa
     import convnext_dense.apis.export, convnext_dense.apis.inference  # noqa
+    # mmdet's and mmseg's model indexes, parsed once (convnext_dense.
+    # config_cache) for every child
+    from mmengine.config import Config
+    for demo in ('cascade_convnext_demo.py', 'upernet_convnext_demo.py'):
+        Config.fromfile(os.path.join('configs', 'demo', demo))
     # a thread would not survive the fork: refuse to serve if one started
     threads = os.listdir('/proc/self/task')
     assert len(threads) == 1, threads
