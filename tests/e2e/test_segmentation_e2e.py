@@ -6,7 +6,7 @@ temporary working directory, with the CPU demo config: a short training
 run validated with mIoU, then single-scale and multi-scale + flip (--tta)
 tests whose mIoU is recomputed here from the dumped predictions, and the
 painted overlays. The full demo (learning to mIoU >= 50) and the same
-demo with a V2 backbone (>= 55) are marked slow.
+demo with a V2 backbone on half its schedule (>= 50) are marked slow.
 """
 from __future__ import annotations
 
@@ -191,10 +191,10 @@ def test_demo_learns(demo_run):
     assert len(painted) == num_val
 
 
-# measured once, 2026-12 (2-core development CPU, busy, 7 min 20 s): mIoU
-# 67.6 on the 40 toy val images (the V1 demo: 66.3, floor 50); 12.6 points
-# of margin for other platforms and thread counts
-V2_FLOOR = 55.
+# measured 2026-12 on the 2-core development CPU: mIoU 61.7 on the 40 toy val
+# images after the 400 iterations of the suite's run (1 min 19 s alone; the
+# full 800: 67.6); the V1 demo's floor of 50, 11.7 points below
+V2_FLOOR = 50.
 
 
 @pytest.mark.slow
@@ -202,8 +202,9 @@ V2_FLOOR = 55.
 def test_demo_learns_with_a_v2_backbone(demo_run):
     """The same demo with a ConvNeXt-V2 backbone of the demo's size
     ('v2-test': depths 1, dims 16..128, GRN in every block, no layer
-    scale), from scratch, everything else the demo's: mIoU >= 55 (measured
-    67.6). Run once per session in the background (tests/helpers/demos.py).
+    scale), from scratch, on half the demo's schedule (400 iterations),
+    everything else the demo's: mIoU >= 50 (measured 61.7). Run once per
+    session in the background (tests/helpers/demos.py).
     """
     log = demo_run.log
     assert demo_run.returncode == 0, log[-5000:]

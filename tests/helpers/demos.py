@@ -33,7 +33,11 @@ DEMOS = {
     'det': ['det'],
     'dino': ['dino'],
     'seg': ['seg'],
-    'seg-v2': ['seg', '--cfg-options', 'model.backbone.arch=v2-test'],
+    # the V2 backbone on half the seg demo's schedule (400 of 800 iterations)
+    'seg-v2': ['seg', '--cfg-options', 'model.backbone.arch=v2-test',
+               'train_cfg.max_iters=400', 'train_cfg.val_interval=400',
+               'param_scheduler.1.end=400',
+               'default_hooks.checkpoint.interval=400'],
     'seg-m2f': ['seg-m2f'],
 }
 # the longest a demo may take from its start (each took 4-8 min alone
