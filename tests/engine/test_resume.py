@@ -21,8 +21,6 @@ import pickle
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,8 @@ from convnext_dense.checkpoint.reader import (
 from .toy_runner import (KILL_AT_ITER_ENV, KILL_IN_VAL_ENV, REPO_ROOT,
                          SCRIPT,
                          assert_same_run, build_cfg,
-                         reference_run, run_toy, toy_env, train_in_process,
+                         reference_run, run_python, run_toy, toy_env,
+                         train_in_process,
                          write_detector_config)
 
 
@@ -168,12 +167,8 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(
     work_dir = tmp_path / 'killed'
     # 16 iterations per epoch: SIGKILLed by its own hook after iteration 21,
     # the fifth of epoch 2, whatever the machine's speed
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, str(work_dir)],
-        env=dict(toy_env(), **{KILL_AT_ITER_ENV: '21'}),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120)
+    proc = run_python([SCRIPT, str(work_dir)],
+                      dict(toy_env(), **{KILL_AT_ITER_ENV: '21'}), 120)
     assert proc.returncode == -signal.SIGKILL
     pointer = work_dir / 'last_checkpoint'
     assert pointer.read_text() == str(work_dir / 'epoch_1.pth')
@@ -196,10 +191,8 @@ def test_kill_during_validation_then_resume_matches_uninterrupted(
     continues with epoch 3 and ends as the uninterrupted run; the
     interrupted validation of epoch 2 is not repeated."""
     work_dir = tmp_path / 'killed'
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, str(work_dir)],
-        env=dict(toy_env(), **{KILL_IN_VAL_ENV: '2'}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    proc = run_python([SCRIPT, str(work_dir)],
+                      dict(toy_env(), **{KILL_IN_VAL_ENV: '2'}), 120)
     assert proc.returncode == -signal.SIGKILL
     assert (work_dir / 'last_checkpoint').read_text() == str(
         work_dir / 'epoch_2.pth')
@@ -249,24 +242,20 @@ def test_detector_kill_mid_epoch_then_resume_matches_uninterrupted(
     generate_toy_coco(tmp_path / 'data', num_train=4, num_val=2,
                       image_size=64, seed=0)
     config = write_detector_config(tmp_path / 'demo.py', tmp_path / 'data')
-    train = [sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'),
-             str(config), '--work-dir']
+    train = [os.path.join(REPO_ROOT, 'tools', 'train.py'), str(config),
+             '--work-dir']
 
     def run(work_dir, *args):
-        result = subprocess.run(
-            train + [str(work_dir), *args], env=toy_env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:]
-        return result.stdout
+        result = run_python(train + [str(work_dir), *args], toy_env(), 600)
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log[-3000:]
+        return log
 
     reference = run(tmp_path / 'reference')
     killed = tmp_path / 'killed'
     # SIGKILLed by its own hook after iteration 3 of 6: the first of epoch 2
-    proc = subprocess.run(train + [str(killed)],
-                          env=dict(toy_env(), **{KILL_AT_ITER_ENV: '3'}),
-                          stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=600)
+    proc = run_python(train + [str(killed)],
+                      dict(toy_env(), **{KILL_AT_ITER_ENV: '3'}), 600)
     assert proc.returncode == -signal.SIGKILL
     assert (killed / 'last_checkpoint').read_text() == str(
         killed / 'epoch_1.pth')
@@ -290,10 +279,8 @@ def test_detector_kill_mid_epoch_then_resume_matches_uninterrupted(
 def killed_run(work_dir: Path) -> Path:
     """A toy run SIGKILLed after iteration 21 (epoch 2): ``epoch_1.pth``
     and the pointer to it are on disk."""
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, str(work_dir)],
-        env=dict(toy_env(), **{KILL_AT_ITER_ENV: '21'}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    proc = run_python([SCRIPT, str(work_dir)],
+                      dict(toy_env(), **{KILL_AT_ITER_ENV: '21'}), 120)
     assert proc.returncode == -signal.SIGKILL
     assert (work_dir / 'last_checkpoint').read_text() == str(
         work_dir / 'epoch_1.pth')
@@ -332,10 +319,8 @@ def test_kill_during_final_validation_then_resume_validates(
     once, exit 0, without metrics or a word. Now it says so and runs the
     missed validation, whose metrics equal the uninterrupted run's."""
     work_dir = tmp_path / 'killed'
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, str(work_dir)],
-        env=dict(toy_env(), **{KILL_IN_VAL_ENV: '3'}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    proc = run_python([SCRIPT, str(work_dir)],
+                      dict(toy_env(), **{KILL_IN_VAL_ENV: '3'}), 120)
     assert proc.returncode == -signal.SIGKILL
     assert (work_dir / 'last_checkpoint').read_text() == str(
         work_dir / 'epoch_3.pth')

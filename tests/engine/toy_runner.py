@@ -427,7 +427,7 @@ SCRIPT = osp.abspath(__file__)
 def run_toy(work_dir: Union[str, Path],
             *args: str,
             timeout: float = 120) -> subprocess.CompletedProcess:
-    """Runs this script in a fresh Python process, one thread, and waits.
+    """Runs this script in a process of its own, one thread, and waits.
 
     Args:
         work_dir (str or Path): The run's work_dir.
@@ -435,15 +435,21 @@ def run_toy(work_dir: Union[str, Path],
         timeout (float): Seconds. Defaults to 120.
 
     Returns:
-        subprocess.CompletedProcess: With ``stdout`` (stderr merged into it).
+        subprocess.CompletedProcess: With ``stdout`` (stderr appended).
     """
-    return subprocess.run(
-        [sys.executable, SCRIPT, str(work_dir), *args],
-        env=toy_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout)
+    done = run_python([SCRIPT, str(work_dir), *args], toy_env(), timeout)
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       done.stdout + done.stderr)
+
+
+def run_python(args: Sequence[str], env: dict,
+               timeout: float) -> subprocess.CompletedProcess:
+    """``python ARGS`` with ``env`` in the current folder, forked from the
+    test process's preloaded interpreter (``helpers.forked``): a process
+    of its own that skips the imports (a SIGKILL it sends itself ends
+    it with ``returncode == -9``, as a fresh one)."""
+    from helpers import forked
+    return forked.run_python(list(args), os.getcwd(), env, timeout)
 
 
 def toy_env() -> dict:

@@ -61,6 +61,10 @@ SERVER = textwrap.dedent('''
         os.chdir(request['cwd'])
         os.environ.clear()
         os.environ.update(request['env'])
+        # what a fresh interpreter would put on sys.path from PYTHONPATH
+        for entry in reversed(os.environ.get('PYTHONPATH', '').split(':')):
+            if entry and entry not in sys.path:
+                sys.path.insert(1, entry)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         for fd, name in ((1, 'out'), (2, 'err')):
             os.dup2(os.open(request[name], os.O_WRONLY | os.O_TRUNC), fd)
