@@ -34,10 +34,11 @@ def _is_xdist_worker(config) -> bool:
 
 def pytest_configure(config) -> None:
     if not _is_xdist_worker(config):
-        import tempfile
-        from helpers.demos import SHARED_ENV
-        os.environ[SHARED_ENV] = tempfile.mkdtemp(
-            prefix='convnext_dense_tests_')
+        # a folder of this session's own, not one inherited from a pytest
+        # that runs this one
+        from helpers.demos import SHARED_ENV, shared_dir
+        os.environ.pop(SHARED_ENV, None)
+        shared_dir()
 
 
 def pytest_collection_modifyitems(items) -> None:

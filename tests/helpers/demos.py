@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .tool_runs import REPO
+from .forked import REPO, repo_env
 
 # name -> the arguments of tools/demo.py
 DEMOS = {
@@ -78,13 +78,11 @@ class DemoRun:
             os.mkdir(self.cwd)  # the claim: one process of the session wins
         except FileExistsError:
             return
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-                   os.environ.get('PYTHONPATH', ''))
-        env.setdefault('OMP_NUM_THREADS', '1')
         with open(os.path.join(self.cwd, 'demo.log'), 'w') as log:
             self._proc = subprocess.Popen(
                 [sys.executable, os.path.join(REPO, 'tools', 'demo.py'),
-                 *DEMOS[self.name]], cwd=self.cwd, env=env, stdout=log,
+                 *DEMOS[self.name]], cwd=self.cwd, env=repo_env(),
+                stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_the_parent if sys.platform == 'linux'
                 else None)

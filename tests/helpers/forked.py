@@ -30,6 +30,18 @@ import threading
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
+
+def repo_env() -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH
+    and one intra-op thread unless OMP_NUM_THREADS says otherwise (on a
+    shared 2-core machine a second thread makes small models many times
+    slower, not faster): what the tools, demos and the server run with."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
+               os.environ.get('PYTHONPATH', ''))
+    env.setdefault('OMP_NUM_THREADS', '1')
+    return env
+
+
 # The server: imports the stack, then forks one child per request line
 # (JSON: args, cwd, env, memory_limit, out, err) and answers with the
 # child's pid, then its exit status (negative: the signal that ended it).
@@ -62,7 +74,8 @@ SERVER = textwrap.dedent('''
         os.environ.clear()
         os.environ.update(request['env'])
         # what a fresh interpreter would put on sys.path from PYTHONPATH
-        for entry in reversed(os.environ.get('PYTHONPATH', '').split(':')):
+        path = os.environ.get('PYTHONPATH', '').split(os.pathsep)
+        for entry in reversed(path):
             if entry and entry not in sys.path:
                 sys.path.insert(1, entry)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -118,11 +131,8 @@ _lock = threading.Lock()
 def _start() -> subprocess.Popen:
     global _server
     if _server is None or _server.poll() is not None:
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-                   os.environ.get('PYTHONPATH', ''))
-        env.setdefault('OMP_NUM_THREADS', '1')
         _server = subprocess.Popen(
-            [sys.executable, '-c', SERVER], cwd=REPO, env=env,
+            [sys.executable, '-c', SERVER], cwd=REPO, env=repo_env(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         atexit.register(_server.kill)
     return _server

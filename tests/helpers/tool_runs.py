@@ -5,24 +5,18 @@ test folders are packages).
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 import re
 import subprocess
 
-from .forked import REPO, run_python
+from .forked import REPO, repo_env, run_python
 
 
 def run_tool(args: list[str], cwd: str, timeout: float = 300
              ) -> subprocess.CompletedProcess:
     """``python ARGS`` in ``cwd`` with the repository importable, forked
     from the preloaded interpreter (:mod:`helpers.forked`)."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-               os.environ.get('PYTHONPATH', ''))
-    # one thread: on a shared 2-core machine a second intra-op thread
-    # makes these small models many times slower, not faster
-    env.setdefault('OMP_NUM_THREADS', '1')
-    return run_python(args, cwd, env, timeout)
+    return run_python(args, cwd, repo_env(), timeout)
 
 
 def metric(log: str, key: str) -> float:
