@@ -8,8 +8,13 @@ norms) and against the paper's ConvNeXt-T classifier (28.6M parameters,
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from convnext_dense.analysis.complexity import classifier_complexity
+from convnext_dense.analysis.complexity import (classifier_complexity,
+                                                count_complexity,
+                                                shapes_only)
 from convnext_dense.analysis.complexity_report import PAPER_CLASSIFIER
 from convnext_dense.models.convnext import ARCH_SETTINGS
 
@@ -72,3 +77,64 @@ def test_tiny_classifier_matches_paper():
     assert measured.params == 28_589_128  # timm's convnext_tiny, exactly
     assert measured.params / 1e6 == pytest.approx(paper.params_m, rel=0.02)
     assert measured.flops / 1e9 == pytest.approx(paper.gflops, rel=0.02)
+
+
+class Products(nn.Module):
+    """Every kind of product that :func:`shapes_only` stubs: convolutions
+    (strided, padded, dilated, grouped, 1-D, transposed with output
+    padding), linear layers on 2-D and 3-D inputs, 4-D matmul, einsum,
+    bmm, baddbmm and addmm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2,
+                              groups=2)
+        self.deconv = nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1,
+                                         output_padding=1)
+        self.conv1d = nn.Conv1d(4, 5, 5, padding=1)
+        self.linear = nn.Linear(7, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        y = self.conv(x)  # (1, 6, 5, 7)
+        z = self.deconv(y)  # (1, 4, 10, 14)
+        w = self.conv1d(z.flatten(2))  # (1, 5, 138)
+        q = y.flatten(2).transpose(1, 2)  # (1, 35, 6)
+        return (y, z, w,
+                self.linear(x[0, 0]),  # 2-D: addmm
+                self.linear(x[:, :, 0]),  # 3-D
+                q[None] @ q[None].transpose(-1, -2),  # matmul, 4-D
+                torch.bmm(q, q.transpose(1, 2)),
+                torch.einsum('bnc,bmc->bnm', q, q),
+                torch.baddbmm(q[:, :5, :5], q[:, :5], q[:, :5].transpose(
+                    1, 2)),
+                torch.addmm(q[0, :2, :2], q[0, :2], q[0, :2].T),
+                F.linear(q[0], torch.ones(2, 6)))
+
+
+def test_shapes_only_gives_the_computed_shapes_and_counts():
+    torch.manual_seed(0)
+    model, x = Products().eval(), torch.randn(1, 4, 9, 7)
+    with torch.no_grad():
+        computed = model(x)
+        with shapes_only():
+            stubbed = model(x)
+    assert [t.shape for t in stubbed] == [t.shape for t in computed]
+    assert [t.dtype for t in stubbed] == [t.dtype for t in computed]
+    assert all(not t.any() for t in stubbed[:3])  # nothing computed
+    assert computed[0].any()
+    shapes = count_complexity(model, (x, ), (7, 9))
+    assert shapes == count_complexity(model, (x, ), (7, 9), compute=True)
+    assert set(shapes.by_operator) == {'conv', 'linear', 'matmul', 'einsum',
+                                       'bmm', 'addmm'}
+
+
+def test_shapes_only_restores_the_kernels():
+    x, conv = torch.ones(1, 1, 3, 3), nn.Conv2d(1, 1, 3)
+    before = conv(x)
+    with pytest.raises(RuntimeError, match='inside'):
+        with shapes_only():
+            assert not conv(x).any()
+            raise RuntimeError('inside')
+    assert torch.equal(conv(x), before)
+    assert torch.equal(torch.ones(2, 2) @ torch.ones(2, 2),
+                       torch.full((2, 2), 2.))

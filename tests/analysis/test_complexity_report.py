@@ -2,7 +2,7 @@
 (convnext_dense/analysis/complexity_report.py, tools/analysis/get_flops.py).
 
 The three T configs are counted at full size against the paper's table
-(about 70 s).
+(5-8 s each: the counter computes no products).
 """
 from __future__ import annotations
 
@@ -101,7 +101,6 @@ def test_get_flops_tool_writes_report(tmp_path):
                                   'upernet_convnext_t'])
 @pytest.mark.slow
 def test_t_configs_match_paper(name):
-    """About a minute each on two cores."""
     paper = PAPER_COMPLEXITY[name]
     measured = config_complexity(str(REPO / 'configs' / f'{name}.py'))
     assert measured.input_size == paper.input_size
@@ -110,14 +109,14 @@ def test_t_configs_match_paper(name):
 
 
 def test_get_flops_without_config_asks_for_all():
-    # it used to start counting every config: 6-11 minutes on two cores
+    # it used to start counting every config: minutes
     main = runpy.run_path(str(REPO / 'tools' / 'analysis' / 'get_flops.py'),
                           run_name='get_flops')['main']
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == (
         'error: name CONFIG files, or --all for every model config '
-        '(6-11 minutes on two cores)')
+        '(about 5 minutes on two cores)')
 
 
 @needs_mm

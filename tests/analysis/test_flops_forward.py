@@ -193,3 +193,26 @@ def test_dino_counts_encoder_decoder_queries_and_heads():
     assert queries.by_operator['linear'] - linear[0] == \
         2 * 30 * expected['decoder_per_query']
     assert base.input_size == size
+
+
+@needs_mm
+@pytest.mark.parametrize('model,size', [
+    ('tiny_cascade', (96, 64)),
+    ('tiny_upernet', (128, 64)),
+    ('demo/mask2former_convnext_demo', (64, 64)),
+    ('demo/dino_convnext_demo', (64, 64)),
+])
+def test_shapes_only_counts_what_computing_counts(model, size, tmp_path):
+    """The default count (convolutions and matrix products make zeros of
+    their shape) equals the count of the computed forward, operator by
+    operator, for each kind of wrapper: RoI heads, UPerHead, Mask2Former's
+    pixel decoder and queries, DINO's deformable encoder and query
+    selection."""
+    if model.startswith('tiny_'):
+        text = TINY_CASCADE if model == 'tiny_cascade' else TINY_UPERNET
+        cfg = tiny_config(text, tmp_path)
+    else:
+        cfg = Config.fromfile(str(REPO / 'configs' / f'{model}.py'))
+    computed = config_complexity(cfg, size, compute=True)
+    assert config_complexity(cfg, size) == computed
+    assert computed.flops > 0
