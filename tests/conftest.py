@@ -16,6 +16,13 @@ except ImportError:  # the torch-free tests (tests/test_docs.py) still run
 
 if torch is not None and 'OMP_NUM_THREADS' not in os.environ:
     torch.set_num_threads(1)
+# Inductor compiles its generated C++ in the process that compiles, not in a
+# pool of worker processes that each import torch first: measured, the
+# compiled-backbone test (tests/engine/test_channels_last.py) took 43 CPU s
+# with the pool and 20 without, its kernels cached (50 and 46 uncached).
+# Set before torch._inductor.config is imported, which reads it; the tests'
+# child processes inherit it.
+os.environ.setdefault('TORCHINDUCTOR_COMPILE_THREADS', '1')
 
 
 # -- the CPU demos, run once per session in the background -------------------
