@@ -16,6 +16,17 @@ KNOWN_WARNINGS = (
     # mmdet's mask head copies a tensor with new_tensor; harmless
     ('To copy construct from a tensor',
      'mmdet.models.roi_heads.mask_heads.fcn_mask_head'),
+    # mmseg's decode heads build their losses with its own deprecated
+    # build_loss
+    ('``build_loss`` would be deprecated', 'mmseg.models.builder'),
+    # the published UperNet recipes average the loss over every pixel, the
+    # default this warns about on each CrossEntropyLoss
+    ('Default ``avg_non_ignore`` is False',
+     'mmseg.models.losses.cross_entropy_loss'),
+    # mmseg's own ADE20K config sets reduce_zero_label in LoadAnnotations,
+    # the same value as its ADE20KDataset
+    ('`reduce_zero_label` will be deprecated',
+     'mmseg.datasets.transforms.loading'),
 )
 
 
