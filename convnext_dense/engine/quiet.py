@@ -31,6 +31,9 @@ FILE_ONLY = (
     'Exp name: ',  # LoggerHook, every epoch
     '"FileClient" will be deprecated',  # mmengine's own deprecations
     '"HardDiskBackend" is the alias',
+    # mmengine, for every metric without a default prefix: mmseg's IoUMetric
+    # logs its keys (mIoU, ...) unprefixed, as intended
+    'The prefix is not set in metric class',
 )
 
 # a record with this attribute set goes to the log file only

@@ -8,6 +8,8 @@ for boxes touching the image border.
 from __future__ import annotations
 
 import glob
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -19,7 +21,8 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from convnext_dense.engine.quiet import det_local_visualizer_class  # noqa
+from convnext_dense.engine.quiet import (det_local_visualizer_class,  # noqa
+                                         quiet_console)
 from helpers.tool_runs import run_tool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +60,34 @@ def test_box_touching_the_border_does_not_warn():
 def test_box_past_the_border_still_warns():
     messages = draw_warnings([10., 20., 97., 128.])
     assert any('bbox is out of bounds' in m for m in messages)
+
+
+class StringFileHandler(logging.FileHandler):
+    """A log file in memory: a FileHandler, as mmengine's log file is."""
+
+    def __init__(self) -> None:
+        logging.StreamHandler.__init__(self, io.StringIO())
+        self.baseFilename = '<memory>'
+
+
+def test_unprefixed_metric_notice_goes_to_the_log_file_only():
+    # every UperNet run builds mmseg's IoUMetric, and mmengine logged a
+    # WARNING on the terminal that it has no prefix
+    from mmengine.logging import MMLogger
+    from mmseg.evaluation import IoUMetric
+
+    logger = MMLogger.get_instance('quiet_metric_test')
+    terminal, log_file = logging.StreamHandler(io.StringIO()), \
+        StringFileHandler()
+    logger.handlers = [terminal, log_file]
+    quiet_console(logger)
+    try:
+        IoUMetric()  # mmengine logs through the newest MMLogger
+    finally:  # the later tests' 'current' logger is the one before
+        MMLogger._instance_dict.pop('quiet_metric_test')
+    assert 'The prefix is not set in metric class IoUMetric' in \
+        log_file.stream.getvalue()
+    assert terminal.stream.getvalue() == ''
 
 
 def run_demo(tmp_path: Path, *options: str, fresh: bool = True
