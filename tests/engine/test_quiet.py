@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import io
 import logging
-import os
 import subprocess
 import sys
 import warnings
@@ -23,6 +22,7 @@ pytest.importorskip('mmdet')
 
 from convnext_dense.engine.quiet import (det_local_visualizer_class,  # noqa
                                          quiet_console)
+from helpers.forked import repo_env  # noqa: E402
 from helpers.tool_runs import run_tool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,9 +101,9 @@ def run_demo(tmp_path: Path, *options: str, fresh: bool = True
             'train_dataloader.dataset.indices=8',
             'test_dataloader.dataset.indices=4']
     if fresh:
-        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-        done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run([sys.executable, *args], cwd=tmp_path,
+                              env=repo_env(), capture_output=True, text=True,
+                              timeout=600)
     else:
         done = run_tool(args, str(tmp_path), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from convnext_dense.fileio import atomic_write
+
 from .forked import REPO, repo_env
 
 # name -> the arguments of tools/demo.py
@@ -96,10 +98,9 @@ class DemoRun:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             returncode = self._proc.wait()
-        with open(os.path.join(self.cwd, 'demo.rc.partial'), 'w') as f:
-            f.write(str(returncode))
-        os.replace(os.path.join(self.cwd, 'demo.rc.partial'),
-                   os.path.join(self.cwd, 'demo.rc'))
+        # whole or absent: the other workers poll for this file
+        atomic_write(str(returncode).encode(),
+                     os.path.join(self.cwd, 'demo.rc'))
 
     def wait(self) -> 'DemoRun':
         """Start the run if no process has, and wait for its end."""
