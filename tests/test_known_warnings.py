@@ -17,11 +17,14 @@ from convnext_dense.known_warnings import filter_known_warnings
 
 
 def _build_uper_head():
+    from mmengine.registry import DefaultScope
     from mmseg.models.decode_heads import UPerHead
     # builds its loss through mmseg's deprecated build_loss, with the
-    # published default avg_non_ignore=False
-    return UPerHead(in_channels=[4, 8], in_index=[0, 1], channels=4,
-                    num_classes=3)
+    # published default avg_non_ignore=False; in mmseg's scope, whatever
+    # scope an earlier test of this process left
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return UPerHead(in_channels=[4, 8], in_index=[0, 1], channels=4,
+                        num_classes=3)
 
 
 def _load_annotations():
